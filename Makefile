@@ -1,0 +1,35 @@
+# One entry point for people and CI. `make run` starts a local gateway; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test test-deps bench bench-quick lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,redis,speed]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) -m wcfrelay gateway --host 127.0.0.1 --port $${PORT:-9351}
+
+test-deps:
+	scripts/install-test-deps.sh
+
+test: setup test-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench-quick: setup test-deps
+	$(PY) -m bench --quick
+
+bench: setup test-deps
+	$(PY) -m bench
+
+lint: setup
+	$(PY) -m ruff check hybrid wcfrelay tests bench
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules

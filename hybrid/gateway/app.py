@@ -1,0 +1,531 @@
+"""The gateway: an aiohttp application that serves listeners, senders and plain HTTP callers on one port.
+
+Routes (spec §1.1):
+  GET  /$hc/{hc}[/suffix]?sb-hc-action=listen   listener control channel (WebSocket)
+  GET  /$hc/{hc}[/suffix]?sb-hc-action=connect  sender WebSocket (also when the action is missing)
+  GET  /$hc/{hc}...?sb-hc-action=accept&sb-hc-id listener's rendezvous for a sender (or its rejection)
+  GET  /$hc/{hc}...?sb-hc-action=request&sb-hc-id listener's rendezvous for an HTTP request
+  *    /{hc}[/suffix][?query]                    HTTP request relayed to a listener
+
+Extensions (the WCF-style relay layer) see every request first and may answer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+
+from ..auth import Right, parse_token
+from ..errors import (
+    AuthenticationError,
+    BadRequest,
+    ConnectionClosed,
+    EndpointNotFound,
+    ListenerUnavailable,
+    PayloadTooLarge,
+    ProtocolError,
+    QuotaExceeded,
+    RelayError,
+    RelayTimeout,
+    RendezvousExpired,
+)
+from ..protocol import frames as fr
+from ..protocol import messages as msgs
+from ..protocol import urls
+from ..protocol.handshake import check_upgrade, handshake_headers, offered_subprotocols
+from .config import GatewayConfig
+from .namespace import Entity, Namespace
+from .relay import (
+    Accepted,
+    BodyPipe,
+    FailureLimiter,
+    PendingAccept,
+    PendingRequest,
+    Rejected,
+    new_tracking_id,
+)
+from .wsconn import BDATA, BEND, BSTART, CLOSED, TEXT, GatewaySocket, upgrade
+
+__all__ = ["Gateway", "GATEWAY_KEY", "Extension"]
+
+log = logging.getLogger("hybrid.gateway")
+
+GATEWAY_KEY: web.AppKey["Gateway"] = web.AppKey("gateway")
+#: Chunk size when streaming a request body to a listener.
+STREAM_CHUNK = 64 * 1024
+
+
+class Extension(Protocol):
+    """Something that serves part of the URL space on the gateway's port (the WCF-style relay layer)."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse | None: ...
+
+
+def error_response(exc: RelayError, *, extra_headers: dict[str, str] | None = None) -> web.Response:
+    """Status, a reason phrase a person understands, and Azure's JSON error body (spec §2.8)."""
+    body = json.dumps({"error": {"code": exc.code, "message": exc.reason}})
+    return web.Response(status=exc.http_status, reason=exc.reason, text=body, content_type="application/json",
+                        headers=extra_headers)
+
+
+class ListenerChannel:
+    """One listener's control channel."""
+
+    def __init__(self, gateway: "Gateway", entity: Entity, sock: GatewaySocket, *, client_id: str, scheme: str,
+                 authority: str, token_expiry: float) -> None:
+        self.gateway = gateway
+        self.entity = entity
+        self.sock = sock
+        self.client_id = client_id
+        self.scheme = scheme
+        self.authority = authority
+        self.token_expiry = token_expiry
+        self.pending: set[str] = set()
+
+    def address(self, action: urls.Action, tracking_id: str, *, suffix: str = "", app_query: str = "") -> str:
+        return urls.build_rendezvous_address(scheme=self.scheme, authority=self.authority, entity=self.entity.name,
+                                             suffix=suffix, app_query=app_query, action=action,
+                                             tracking_id=tracking_id)
+
+    async def keepalive(self) -> None:
+        """Ping to find half-open channels; close 1008 once the token has expired past its grace (spec §2.5)."""
+        cfg = self.gateway.config
+        loop = asyncio.get_running_loop()
+        while self.sock.is_open:
+            await asyncio.sleep(min(cfg.ping_interval, 5.0) if cfg.ping_interval > 5 else cfg.ping_interval)
+            if not self.sock.is_open:
+                return
+            if time.time() > self.token_expiry + cfg.token_grace:
+                log.info("listener %s on %s: token expired, closing", self.client_id, self.entity.name)
+                await self.sock.close(1008, "token expired: renew it with renewToken")
+                return
+            idle = loop.time() - self.sock.last_seen
+            if idle > 2 * cfg.ping_interval + 5:
+                log.info("listener %s on %s: no traffic for %.0fs, dropping", self.client_id, self.entity.name, idle)
+                self.sock.abort()
+                return
+            if idle >= cfg.ping_interval:
+                try:
+                    self.sock.send_frame(fr.OP_PING, b"")
+                except ConnectionClosed:
+                    return
+
+
+async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None) -> None:
+    """Read what a listener sends on a control channel or an HTTP rendezvous: responses, bodies, renewals.
+
+    A body is the one binary message right after its ``response`` (spec §2.1); any other binary message,
+    such as the empty one hyco-https sends after ``body:false`` (§2.4), is read and dropped.
+    """
+    body: BodyPipe | None = None  # the pipe the next binary message feeds
+    current: BodyPipe | None = None  # the pipe the binary message in progress feeds
+    try:
+        while True:
+            kind, value = await sock.receive()
+            if kind == BDATA:
+                if current is not None:
+                    await current.put(value)
+            elif kind == BSTART:
+                current, body = body, None
+            elif kind == BEND:
+                if current is not None:
+                    current.finish()
+                current = None
+            elif kind == TEXT:
+                if body is not None:  # a body was announced but another message came: the listener broke §2.1
+                    body.finish(ProtocolError("listener sent no body after body:true"))
+                    body = None
+                body = handle_listener_message(gateway, sock, channel, value)
+            elif kind == CLOSED:
+                break
+    except RelayError as exc:
+        sock.fail(exc.close_code if exc.close_code != 1011 else 1008, exc.reason)
+    finally:
+        for pipe in (body, current):
+            if pipe is not None:
+                pipe.finish(ListenerUnavailable("the listener disconnected while sending the response"))
+
+
+def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
+                            text: bytes) -> BodyPipe | None:
+    message = msgs.parse_message(text)
+    if isinstance(message, msgs.Response):
+        pending = gateway.pending_requests.get(message.request_id)
+        if pending is None or pending.response.done():
+            log.info("response for unknown or finished request %s ignored", message.request_id[:80])
+            return BodyPipe() if message.body else None  # swallow its body
+        pipe = BodyPipe() if message.body else None
+        pending.response.set_result((message, pipe))
+        return pipe
+    if isinstance(message, msgs.RenewToken):
+        if channel is None:
+            raise ProtocolError("renewToken is only valid on the control channel")
+        try:
+            gateway.namespace.authorize(message.token, channel.entity.name, Right.LISTEN, now=time.time())
+            channel.token_expiry = parse_token(message.token).expiry
+        except RelayError as exc:
+            raise AuthenticationError(f"token renewal rejected: {exc.reason}") from None
+        return None
+    log.debug("ignoring control message %s", type(message).__name__)
+    return None
+
+
+class Gateway:
+    """State of one gateway node and its aiohttp application."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.namespace = Namespace(config)
+        self.listeners: dict[str, list[ListenerChannel]] = {}
+        self.pending_accepts: dict[str, PendingAccept] = {}
+        self.pending_requests: dict[str, PendingRequest] = {}
+        self.failed_listens = FailureLimiter(config.failed_listen_limit)
+        self.extensions: list[Extension] = []
+        self.sockets = 0
+        self._random = random.SystemRandom()
+
+    # ---- application ---------------------------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024, handler_args={"max_field_size": 32 * 1024})
+        app[GATEWAY_KEY] = self
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            for ext in self.extensions:
+                response = await ext.handle(request)
+                if response is not None:
+                    return response
+            raw_path = request.rel_url.raw_path
+            if raw_path == "/$hc" or raw_path.startswith("/$hc/"):
+                return await self.handle_hc(request)
+            return await self.handle_http(request)
+        except RelayError as exc:
+            log.info("%s %s -> %d %s", request.method, request.rel_url.path[:200], exc.http_status, exc.reason)
+            return error_response(exc)
+
+    # ---- $hc WebSockets ------------------------------------------------------------------------------------------
+    async def handle_hc(self, request: web.Request) -> web.StreamResponse:
+        raw_query = request.rel_url.raw_query_string
+        params = urls.parse_query(raw_query)
+        action = urls.action_of(params)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise BadRequest("this address takes WebSocket upgrades only")
+        path = unquote(request.rel_url.raw_path)
+        if action is urls.Action.LISTEN:
+            return await self.handle_listen(request, path, params)
+        name, suffix = urls.split_entity(path, self.namespace.is_known, hc=True)
+        if not name:
+            raise EndpointNotFound(f"no hybrid connection at '{path[4:][:200]}'")
+        entity = self.namespace.get(name)
+        assert entity is not None
+        if action is urls.Action.CONNECT:
+            return await self.handle_connect(request, entity, suffix, params, raw_query)
+        if action is urls.Action.ACCEPT:
+            return await self.handle_accept(request, params)
+        return await self.handle_request_rendezvous(request, params)
+
+    def _client(self, request: web.Request) -> str:
+        return request.remote or "?"
+
+    async def handle_listen(self, request: web.Request, path: str, params: dict[str, str]) -> web.StreamResponse:
+        client = self._client(request)
+        if self.failed_listens.blocked(client):
+            await asyncio.sleep(1.0)  # tarpit: a client retrying with no backoff gets one try a second
+            raise QuotaExceeded("too many failed listen attempts from this address; slow down", http_status=429)
+        segments = [s for s in path.split("/") if s][1:]
+        name = "/".join(segments)
+        try:
+            if not name:
+                raise BadRequest("no hybrid connection name in the path")
+            token, _, _ = urls.extract_token(params, request.headers, authorization_required=True)
+            entity = self.namespace.get(name)
+            if entity is None and not self.namespace.dynamic:
+                raise EndpointNotFound(f"no hybrid connection named '{name}'")
+            self.namespace.authorize(token, name, Right.LISTEN, now=time.time())
+            entity = self.namespace.ensure(name)
+            listeners = self.listeners.setdefault(entity.name.lower(), [])
+            if len(listeners) >= entity.max_listeners:
+                raise QuotaExceeded(
+                    f"'{entity.name}' already has {entity.max_listeners} listeners, the most it allows")
+            self._check_capacity()
+            key = check_upgrade(request.method, request.headers)
+        except (AuthenticationError, EndpointNotFound, BadRequest) as exc:
+            self.failed_listens.record(client)
+            raise exc
+        expiry = parse_token(token).expiry if token else time.time() + 3600
+        scheme, authority = self._public_authority(request)
+        sock = await upgrade(request, handshake_headers(key, None), label=f"listener:{entity.name}")
+        channel = ListenerChannel(self, entity, sock, client_id=params.get("sb-hc-id", "")[:64], scheme=scheme,
+                                  authority=authority, token_expiry=expiry)
+        listeners.append(channel)
+        self.sockets += 1
+        log.info("listener %s online on %s from %s (%d listening)", channel.client_id, entity.name, client,
+                 len(listeners))
+        keepalive = asyncio.create_task(channel.keepalive())
+        try:
+            await pump_listener_socket(self, sock, channel)
+            await sock.done
+        finally:
+            keepalive.cancel()
+            self.sockets -= 1
+            listeners.remove(channel)
+            for rid in list(channel.pending):
+                pending = self.pending_requests.get(rid)
+                if pending is not None:
+                    pending.fail(ListenerUnavailable("the listener disconnected before answering"))
+            log.info("listener %s offline on %s (%d listening)", channel.client_id, entity.name, len(listeners))
+        return sock.response
+
+    def _public_authority(self, request: web.Request) -> tuple[str, str]:
+        """Where a listener should open rendezvous sockets: the address it reached us at (spec §5.3), or the
+        configured public URL. Taken from the *listener's* request, never a sender's, so a sender cannot send a
+        listener elsewhere."""
+        if self.config.public_url:
+            parts = urlsplit(self.config.public_url)
+            scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+            return scheme, parts.netloc
+        return ("wss" if request.secure else "ws"), request.host
+
+    def _check_capacity(self) -> None:
+        if self.sockets >= self.config.max_connections:
+            raise QuotaExceeded("the gateway is at its connection limit", http_status=503)
+
+    def choose_listener(self, entity: Entity) -> ListenerChannel | None:
+        """Random choice among open listeners (spec §4: random, best-effort fair)."""
+        open_ = [c for c in self.listeners.get(entity.name.lower(), ()) if c.sock.is_open]
+        return self._random.choice(open_) if open_ else None
+
+    async def handle_connect(self, request: web.Request, entity: Entity, suffix: str, params: dict[str, str],
+                             raw_query: str) -> web.StreamResponse:
+        token, _, strip_auth = urls.extract_token(params, request.headers,
+                                                  authorization_required=entity.requires_client_authorization)
+        self.namespace.authorize(token, entity.name, Right.SEND, now=time.time(),
+                                 anonymous_ok=not entity.requires_client_authorization)
+        key = check_upgrade(request.method, request.headers)
+        self._check_capacity()
+        channel = self.choose_listener(entity)
+        if channel is None:
+            raise EndpointNotFound("there are no listeners connected for the endpoint")
+        tracking_id = new_tracking_id(params.get("sb-hc-id"))
+        connect_headers = {
+            k: v for k, v in msgs.join_headers(request.headers.items()).items()
+            if k.lower() != "servicebusauthorization" and not (strip_auth and k.lower() == "authorization")
+        }
+        pending = PendingAccept(tracking_id, entity.name, time.monotonic() + self.config.accept_timeout)
+        self.pending_accepts[tracking_id] = pending
+        try:
+            address = channel.address(urls.Action.ACCEPT, tracking_id, suffix=suffix,
+                                       app_query=urls.filter_query(raw_query))
+            host, port = request.transport.get_extra_info("peername")[:2] if request.transport else ("", 0)
+            channel.sock.send_text(msgs.encode(msgs.Accept(address, tracking_id, connect_headers,
+                                                           msgs.RemoteEndpoint(str(host), int(port)))))
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(pending.outcome), self.config.accept_timeout)
+            except asyncio.TimeoutError:
+                raise RelayTimeout("the listener did not accept the connection in time") from None
+        finally:
+            self.pending_accepts.pop(tracking_id, None)
+            if not pending.outcome.done():
+                pending.outcome.cancel()
+        if isinstance(outcome, Rejected):
+            return web.Response(status=outcome.status, reason=outcome.description,
+                                text=json.dumps({"error": {"code": "Rejected", "message": outcome.description}}),
+                                content_type="application/json")
+        accepted: Accepted = outcome
+        lsock: GatewaySocket = accepted.socket
+        try:
+            ssock = await upgrade(request, handshake_headers(key, accepted.subprotocol),
+                                  label=f"sender:{entity.name}", attach=False)
+        except (ConnectionError, RuntimeError):
+            lsock.send_close(1001, "the sender went away")
+            lsock.close_later(1.0)
+            lsock.attach(accepted.request)
+            raise ConnectionClosed("sender disconnected during the handshake") from None
+        ssock.pair(lsock)
+        lsock.attach(accepted.request)
+        ssock.attach(request)
+        self.sockets += 2
+        log.info("relay %s open on %s", tracking_id[:36], entity.name)
+        try:
+            await ssock.done
+            await lsock.done
+        finally:
+            self.sockets -= 2
+            log.info("relay %s closed on %s (%s)", tracking_id[:36], entity.name, ssock.close_code or lsock.close_code)
+        return ssock.response
+
+    async def handle_accept(self, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
+        tracking_id = params.get("sb-hc-id", "")
+        pending = self.pending_accepts.pop(tracking_id, None)
+        if pending is None or pending.outcome.done() or time.monotonic() > pending.expires:
+            raise RendezvousExpired("the accept address is unknown, already used or expired")
+        rejection = urls.reject_parameters(params)
+        if rejection is not None:
+            pending.outcome.set_result(Rejected(*rejection))
+            return web.Response(status=410, reason="Gone")  # .NET reads 410 as a successful rejection (§2.6)
+        key = check_upgrade(request.method, request.headers)
+        offered = offered_subprotocols(request.headers)
+        subprotocol = offered[0] if offered else None
+        lsock = await upgrade(request, handshake_headers(key, subprotocol), label="listener-rendezvous",
+                              attach=False)
+        pending.outcome.set_result(Accepted(lsock, request, subprotocol))
+        await lsock.done
+        return lsock.response
+
+    async def handle_request_rendezvous(self, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
+        """A listener's socket for one HTTP request, opened at our request or its own (spec §2.7)."""
+        tracking_id = params.get("sb-hc-id", "")
+        pending = self.pending_requests.get(tracking_id)
+        if pending is None or pending.rendezvous_used or pending.response.done():
+            raise RendezvousExpired("the request address is unknown, already used or expired")
+        pending.rendezvous_used = True
+        key = check_upgrade(request.method, request.headers)
+        sock = await upgrade(request, handshake_headers(key, None), label="http-rendezvous")
+        self.sockets += 1
+        if not pending.rendezvous.done():
+            pending.rendezvous.set_result(sock)
+        try:
+            await pump_listener_socket(self, sock, None)
+            await sock.done
+        finally:
+            self.sockets -= 1
+        return sock.response
+
+    # ---- plain HTTP ----------------------------------------------------------------------------------------------
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        path = unquote(request.rel_url.raw_path)
+        if request.method == "CONNECT":
+            raise BadRequest("CONNECT is not relayed")
+        if request.headers.get("Upgrade"):
+            raise BadRequest("protocol upgrades are not relayed over HTTP; use /$hc/ for WebSockets")
+        name, suffix = urls.split_entity(path, self.namespace.is_known, hc=False)
+        if not name:
+            raise EndpointNotFound(f"no hybrid connection at '{path[:200]}'")
+        entity = self.namespace.get(name)
+        assert entity is not None
+        raw_query = request.rel_url.raw_query_string
+        params = urls.parse_query(raw_query)
+        token, _, strip_auth = urls.extract_token(params, request.headers,
+                                                  authorization_required=entity.requires_client_authorization)
+        self.namespace.authorize(token, entity.name, Right.SEND, now=time.time(),
+                                 anonymous_ok=not entity.requires_client_authorization)
+        channel = self.choose_listener(entity)
+        if channel is None:
+            raise ListenerUnavailable("there are no listeners connected for the endpoint")
+        return await self.relay_http(request, entity, channel, raw_query, strip_auth)
+
+    async def relay_http(self, request: web.Request, entity: Entity, channel: ListenerChannel, raw_query: str,
+                         strip_auth: bool) -> web.StreamResponse:
+        via = f"1.1 {request.host}"
+        headers = msgs.request_headers_for_listener(request.headers.items(), strip_authorization=strip_auth,
+                                                    via=via)
+        query = urls.filter_query(raw_query)
+        target = request.rel_url.raw_path + ("?" + query if query else "")
+        tracking_id = new_tracking_id()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        remote = msgs.RemoteEndpoint(str(peer[0]), int(peer[1])) if peer else None
+        length = request.content_length
+        has_body = request.body_exists
+        head_size = len(json.dumps(headers)) + len(target)
+        inline = (not has_body or (length is not None and length + head_size <= msgs.INLINE_BODY_LIMIT)) \
+            and head_size <= msgs.INLINE_BODY_LIMIT // 2
+        address = channel.address(urls.Action.REQUEST, tracking_id)
+        head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=target,
+                            request_headers=headers, body=has_body, remote_endpoint=remote)
+        deadline = time.monotonic() + self.config.request_timeout
+        pending = PendingRequest(tracking_id, entity.name, channel, head, deadline)
+        self.pending_requests[tracking_id] = pending
+        channel.pending.add(tracking_id)
+        rendezvous: GatewaySocket | None = None
+        try:
+            if inline:
+                body = await request.read() if has_body else b""
+                head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=target,
+                                    request_headers=headers, body=bool(body), remote_endpoint=remote)
+                # Header and body go out back to back in one callback: nothing can come between them (§2.1).
+                channel.sock.send_text(msgs.encode(head))
+                if body:
+                    channel.sock.send_frame(fr.OP_BINARY, body)
+                await channel.sock.drain()
+            else:
+                channel.sock.send_text(msgs.encode(msgs.Request(address=address, id=tracking_id)))
+                rendezvous = await self._wait(pending.rendezvous, deadline,
+                                              "the listener did not open the request rendezvous in time")
+                rendezvous.send_text(msgs.encode(head))
+                if has_body:
+                    await self._stream_body(request, rendezvous)
+            message, pipe = await self._wait(pending.response, deadline,
+                                             "the request was routed to the listener but the listener did not "
+                                             "respond in the required time")
+            return await self._send_response(request, message, pipe)
+        except ConnectionClosed as exc:
+            raise ListenerUnavailable(f"the listener connection closed: {exc.reason}") from None
+        finally:
+            self.pending_requests.pop(tracking_id, None)
+            channel.pending.discard(tracking_id)
+            if rendezvous is None and pending.rendezvous.done() and not pending.rendezvous.exception():
+                rendezvous = pending.rendezvous.result()
+            if rendezvous is not None and rendezvous.is_open:
+                rendezvous.send_close(1000, "response complete")
+                rendezvous.close_later()
+
+    async def _wait(self, fut: asyncio.Future, deadline: float, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RelayTimeout(what) from None
+
+    async def _stream_body(self, request: web.Request, sock: GatewaySocket) -> None:
+        """The request body as one binary message, one fragment per chunk read: never held whole (§2.1, §2.7)."""
+        opcode = fr.OP_BINARY
+        async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+            if not chunk:
+                continue
+            sock.send_frame(opcode, chunk, fin=False)
+            opcode = fr.OP_CONT
+            await sock.drain()
+        sock.send_frame(opcode, b"", fin=True)
+        await sock.drain()
+
+    async def _send_response(self, request: web.Request, message: msgs.Response,
+                             pipe: BodyPipe | None) -> web.StreamResponse:
+        reason = urls.sanitize_reason(message.status_description or "") or None
+        if message.status_code in (502, 504):
+            log.info("listener answered %d, which is reserved for the gateway", message.status_code)
+        response = web.StreamResponse(status=message.status_code, reason=reason)
+        for name, value in msgs.response_headers_for_sender(message.response_headers, via=f"1.1 {request.host}"):
+            response.headers.add(name, value)
+        no_body = request.method == "HEAD" or message.status_code in (204, 304) or message.status_code < 200
+        if no_body and pipe is not None:
+            pipe.abandon()
+            pipe = None
+        if pipe is None:
+            if not no_body:
+                response.content_length = 0
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        await response.prepare(request)
+        try:
+            async for chunk in pipe:
+                await response.write(chunk)
+        except RelayError:
+            # Headers are out: the only honest signal left is to cut the connection before the end.
+            pipe.abandon()
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionError, asyncio.CancelledError):
+            pipe.abandon()
+            raise
+        await response.write_eof()
+        return response

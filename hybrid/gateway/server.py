@@ -1,0 +1,101 @@
+"""Run a gateway node: TLS, listening sockets, the connection-string lines, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import ssl
+import sys
+from typing import TextIO
+
+from aiohttp import web
+
+from .app import Gateway
+from .config import GatewayConfig
+from .tls import ensure_dev_certificate, server_ssl_context
+
+__all__ = ["run_gateway", "serve", "connection_strings", "is_loopback"]
+
+log = logging.getLogger("hybrid.gateway")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _display_host(host: str) -> str:
+    return "localhost" if host in ("", "0.0.0.0", "::") else host
+
+
+def connection_strings(config: GatewayConfig, port: int) -> list[str]:
+    """One Azure-format line per namespace rule: ``Endpoint=sb://HOST:PORT/;SharedAccessKeyName=…;SharedAccessKey=…``."""
+    host = _display_host(config.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return [f"Endpoint=sb://{host}:{port}/;SharedAccessKeyName={rule.name};SharedAccessKey={rule.primary_key}"
+            for rule in config.rules]
+
+
+def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    if config.tls_cert and config.tls_key:
+        return server_ssl_context(config.tls_cert, config.tls_key)
+    if config.dev_tls:
+        cert, key = ensure_dev_certificate(config.state_dir)
+        log.info("development TLS certificate: %s (trust it with NODE_EXTRA_CA_CERTS or SSL_CERT_FILE)", cert)
+        return server_ssl_context(cert, key)
+    return None
+
+
+async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or forever)."""
+    config = gateway.config
+    context = tls_context(config)
+    if context is None and not is_loopback(config.host):
+        log.warning("!" * 78)
+        log.warning("GATEWAY BOUND TO %s WITHOUT TLS: tokens and traffic cross the network in clear text.",
+                    config.host)
+        log.warning("Use --tls-cert/--tls-key (or --dev-tls for testing) before exposing it.")
+        log.warning("!" * 78)
+    app = gateway.make_app()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=context, backlog=1024,
+                       reuse_address=True)
+    await site.start()
+    server = site._server
+    port = server.sockets[0].getsockname()[1] if server and server.sockets else config.port  # type: ignore[union-attr]
+    scheme = "https/wss" if context else "http/ws"
+    log.info("gateway listening on %s:%d (%s)", config.host, port, scheme)
+    for line in connection_strings(config, port):
+        print(line, file=out)
+    print(f"Gateway ready on {'https' if context else 'http'}://{_display_host(config.host)}:{port}/", file=out,
+          flush=True)
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()
+
+
+def run_gateway(config: GatewayConfig) -> int:
+    """Blocking entry point for the command line. Ctrl-C or SIGTERM stops it cleanly."""
+    gateway = Gateway(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await serve(gateway, stop=stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,319 @@
+"""A gateway-side WebSocket on a connection that aiohttp has upgraded.
+
+After the 101 the socket replaces aiohttp's payload parser, so the bytes of the connection come straight to a
+:class:`FrameParser`. Two modes:
+
+* **relay** (sender ↔ listener rendezvous): every frame is written to the peer's transport *in the same callback that
+  read it* — header as soon as it is parsed, payload chunks as they arrive, unmasked once. No task switch, no queue,
+  no reassembly. When the peer's transport asks to pause writing, this socket stops reading until it drains, so a
+  slow reader slows the writer and gateway memory stays flat.
+* **endpoint** (control channels and HTTP rendezvous, where the gateway itself speaks): text messages are
+  reassembled up to a bound, binary messages are streamed chunk by chunk to one consumer through a small queue that
+  pauses reading when it fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import ConnectionClosed, PayloadTooLarge, ProtocolError, RelayError
+from ..protocol import frames as fr
+from ..protocol.messages import MAX_CONTROL_MESSAGE
+
+__all__ = ["GatewaySocket", "TEXT", "BSTART", "BDATA", "BEND", "CLOSED", "upgrade"]
+
+log = logging.getLogger("hybrid.gateway.ws")
+
+# Endpoint-mode events
+TEXT, BSTART, BDATA, BEND, CLOSED = "text", "bstart", "bdata", "bend", "closed"
+
+#: Bytes queued for a slow consumer before the socket stops reading.
+QUEUE_LIMIT = 256 * 1024
+#: How long a close handshake may take before the connection is dropped.
+CLOSE_TIMEOUT = 5.0
+
+
+class GatewaySocket:
+    """One upgraded connection. Implements aiohttp's payload-parser interface (``feed_data``/``feed_eof``)."""
+
+    def __init__(self, request: web.BaseRequest, *, label: str, max_text: int = MAX_CONTROL_MESSAGE) -> None:
+        self.label = label
+        self._protocol: Any = request.protocol
+        transport = request.transport
+        if transport is None:
+            raise ConnectionClosed("connection lost before the upgrade")
+        self._transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        self._parser = fr.FrameParser(require_mask=True)
+        self._max_text = max_text
+        self.peer: GatewaySocket | None = None
+        #: the 101 response; the aiohttp handler returns it so nothing else is written
+        self.response: web.StreamResponse | None = None
+        # endpoint mode state
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._queued = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._message_op = -1
+        self._text_parts: list[bytes] = []
+        self._text_size = 0
+        # lifecycle
+        self.close_sent = False
+        self.close_received = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._paused = False
+        self._eof = False
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self.last_seen = self._loop.time()
+
+    # ---- aiohttp payload-parser interface -------------------------------------------------------------------------
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.last_seen = self._loop.time()
+        if self.close_received:
+            return False, b""  # nothing may follow a close frame
+        try:
+            events = self._parser.feed(data)
+            if self.peer is not None:
+                self._relay(events)
+            else:
+                self._deliver(events)
+        except RelayError as exc:
+            log.info("%s: closing: %s", self.label, exc)
+            self.fail(exc.close_code if exc.close_code != 1011 else 1002, exc.reason)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        if self._eof:
+            return
+        self._eof = True
+        peer = self.peer
+        if peer is not None and not peer.close_sent:
+            if self._parser.in_frame:
+                peer.abort()  # half a frame went out: the peer's stream cannot be completed
+            else:
+                peer.send_close(1001, "the other party went away")
+                peer.close_later()
+        self._push(CLOSED, (self.close_code or 1006, self.close_reason))
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # ---- relay mode ----------------------------------------------------------------------------------------------
+    def pair(self, other: "GatewaySocket") -> None:
+        """Relay frames both ways between two sockets from now on."""
+        self.peer = other
+        other.peer = self
+
+    def _relay(self, events: list) -> None:
+        peer = self.peer
+        assert peer is not None
+        write = peer._transport.write
+        for ev in events:
+            kind = ev[0]
+            if kind == fr.DATA:
+                write(ev[1])
+            elif kind == fr.HEADER:
+                write(fr.frame_header(ev[1], ev[2], ev[3]))
+            elif kind == fr.CONTROL:
+                self._relay_control(ev[1], ev[2])
+        if peer._protocol.writing_paused and not self._paused:
+            self.pause_reading()
+            self._loop.create_task(self._resume_after(peer))
+
+    def _relay_control(self, opcode: int, payload: bytes) -> None:
+        peer = self.peer
+        assert peer is not None
+        if opcode == fr.OP_CLOSE:
+            code, reason = fr.parse_close(payload)
+            self.close_received = True
+            self.close_code, self.close_reason = code, reason
+            if not peer.close_sent:
+                peer.send_close(code, reason)
+            for sock in (self, peer):
+                if sock.close_sent and sock.close_received:
+                    sock.close_transport()
+                else:
+                    sock.close_later()
+        else:
+            # Pings and pongs travel end to end: the parties see each other's liveness, not the gateway's.
+            peer._transport.write(fr.encode_frame(opcode, payload))
+
+    async def _resume_after(self, peer: "GatewaySocket") -> None:
+        try:
+            await peer.drain()
+        except ConnectionClosed:
+            return
+        self.resume_reading()
+
+    # ---- endpoint mode -------------------------------------------------------------------------------------------
+    def _deliver(self, events: list) -> None:
+        for ev in events:
+            kind = ev[0]
+            if kind == fr.DATA:
+                if self._message_op == fr.OP_TEXT:
+                    self._text_size += len(ev[1])
+                    if self._text_size > self._max_text:
+                        raise PayloadTooLarge(f"text message larger than {self._max_text} bytes")
+                    self._text_parts.append(ev[1])
+                else:
+                    self._push(BDATA, ev[1])
+            elif kind == fr.HEADER:
+                fin, opcode = ev[1], ev[2]
+                if opcode != fr.OP_CONT:
+                    self._message_op = opcode
+                    if opcode == fr.OP_BINARY:
+                        self._push(BSTART, None)
+                    else:
+                        self._text_parts, self._text_size = [], 0
+            elif kind == fr.END:
+                if ev[1]:  # message complete
+                    if self._message_op == fr.OP_TEXT:
+                        self._push(TEXT, b"".join(self._text_parts))
+                        self._text_parts = []
+                    else:
+                        self._push(BEND, None)
+                    self._message_op = -1
+            else:
+                self._endpoint_control(ev[1], ev[2])
+
+    def _endpoint_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == fr.OP_PING:
+            self._transport.write(fr.encode_frame(fr.OP_PONG, payload))
+        elif opcode == fr.OP_CLOSE:
+            code, reason = fr.parse_close(payload)
+            self.close_received = True
+            self.close_code, self.close_reason = code, reason
+            if not self.close_sent:
+                self.send_close(code if code is not None else None, "")
+            self.close_transport()
+        # unsolicited pongs only refresh last_seen
+
+    def _push(self, kind: str, value: Any) -> None:
+        self._queue.append((kind, value))
+        if kind == BDATA:
+            self._queued += len(value)
+            if self._queued > QUEUE_LIMIT and not self._paused:
+                self.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> tuple[str, Any]:
+        """Next endpoint event: (TEXT, bytes), (BSTART, None), (BDATA, bytes), (BEND, None) or (CLOSED, (code, reason))."""
+        while not self._queue:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        kind, value = self._queue.popleft()
+        if kind == BDATA:
+            self._queued -= len(value)
+            if self._paused and self._queued <= QUEUE_LIMIT // 2:
+                self.resume_reading()
+        elif kind == CLOSED:
+            self._queue.appendleft((kind, value))  # stays closed for every later call
+        return kind, value
+
+    # ---- writing -------------------------------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return not self._eof and not self.close_sent
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(fr.OP_TEXT, text.encode("utf-8"))
+
+    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        if self._eof or self.close_sent:
+            raise ConnectionClosed(f"{self.label}: socket closed")
+        self._transport.write(fr.frame_header(fin, opcode, len(payload)))
+        if payload:
+            self._transport.write(payload)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if self._eof:
+            raise ConnectionClosed(f"{self.label}: connection lost")
+        if self._protocol.writing_paused:
+            try:
+                await self._protocol._drain_helper()
+            except (ConnectionError, RuntimeError):
+                raise ConnectionClosed(f"{self.label}: connection lost") from None
+
+    def send_close(self, code: int | None, reason: str = "") -> None:
+        if self.close_sent or self._eof:
+            return
+        self.close_sent = True
+        if code in (1005, 1006, 1015):  # never valid on the wire (spec §2.6): say "going away"
+            code = 1001
+        self._transport.write(fr.encode_close(code, reason))
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close with ``code`` at once; the relay peer (if any) learns the same."""
+        peer = self.peer
+        if peer is not None and not peer.close_sent:
+            if self._parser.in_frame:
+                peer.abort()
+            else:
+                peer.send_close(1011 if code != 1008 else code, "relay error")
+                peer.close_later()
+        self.close_received = True  # read nothing more from a peer that broke the protocol
+        self.send_close(code, reason)
+        self.close_later(1.0)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close handshake from the gateway's side, bounded in time."""
+        self.send_close(code, reason)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.abort()
+
+    def close_later(self, delay: float = CLOSE_TIMEOUT) -> None:
+        """Drop the TCP connection if the close handshake has not finished in ``delay`` seconds."""
+        self._loop.call_later(delay, self.close_transport)
+
+    def close_transport(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        self._protocol.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused and not self._eof:
+            self._paused = False
+            self._protocol.resume_reading()
+
+    def attach(self, request: web.BaseRequest) -> None:
+        """Route the connection's bytes to this socket from now on."""
+        request.protocol.set_parser(self)
+        request.protocol.keep_alive(False)
+
+    def remote(self) -> tuple[str, int]:
+        peer = self._transport.get_extra_info("peername") or ("", 0)
+        return str(peer[0]), int(peer[1])
+
+
+async def upgrade(request: web.BaseRequest, headers: dict[str, str], *, label: str, attach: bool = True) -> GatewaySocket:
+    """Send the 101 (``headers`` from ``handshake_headers``) and take over the connection.
+
+    With ``attach=False`` the caller pairs sockets first and then calls :meth:`GatewaySocket.attach`: bytes that
+    arrive meanwhile wait in aiohttp's buffer, so none can reach the parser before the relay is wired.
+    """
+    response = web.StreamResponse(status=101, headers=headers)
+    response.force_close()
+    await response.prepare(request)
+    sock = GatewaySocket(request, label=label)
+    sock.response = response
+    if attach:
+        sock.attach(request)
+    return sock
