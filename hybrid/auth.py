@@ -237,7 +237,9 @@ class ConnectionString:
                 continue
             name, sep, value = part.partition("=")
             if not sep:
-                raise ConfigError(f"connection string: '{name.strip()}' has no '='")
+                # Never echo the part: a mangled string may be a key.
+                raise ConfigError("connection string: expected 'Endpoint=sb://host[:port]/;SharedAccessKeyName=…;"
+                                  "SharedAccessKey=…', but a part has no '='")
             values[name.strip().lower()] = value.strip()
         endpoint = values.get("endpoint")
         if not endpoint:

@@ -37,11 +37,12 @@ class RawListener:
     tasks: set = field(default_factory=set)
     #: send responses bigger than this over a listener-initiated rendezvous
     inline_limit: int = 64 * 1024
+    ssl: Any = None
 
     async def __aenter__(self) -> "RawListener":
         headers = {"ServiceBusAuthorization": self.token} if self.token else {}
         self.control = await websockets.connect(self.url, additional_headers=headers, compression=None,
-                                                max_size=None)
+                                                max_size=None, **self._tls())
         self._spawn(self._run())
         return self
 
@@ -50,6 +51,9 @@ class RawListener:
             t.cancel()
         if self.control is not None:
             await self.control.close()
+
+    def _tls(self) -> dict:
+        return {"ssl": self.ssl} if self.ssl is not None else {}
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -86,19 +90,19 @@ class RawListener:
             from urllib.parse import quote
             url = f"{accept['address']}&{prefix}statusCode={code}&{prefix}statusDescription={quote(desc)}"
             try:
-                async with websockets.connect(url, compression=None):
+                async with websockets.connect(url, compression=None, **self._tls()):
                     pass
             except websockets.InvalidStatus as exc:
                 self.rendezvous_status.append(exc.response.status_code)
             return
         protocols = [self.subprotocol] if self.subprotocol else None
         async with websockets.connect(accept["address"], compression=None, max_size=None,
-                                      subprotocols=protocols) as ws:
+                                      subprotocols=protocols, **self._tls()) as ws:
             async for data in ws:
                 await ws.send(data)
 
     async def _on_rendezvous_request(self, address: str) -> None:
-        async with websockets.connect(address, compression=None, max_size=None) as ws:
+        async with websockets.connect(address, compression=None, max_size=None, **self._tls()) as ws:
             head = json.loads(await ws.recv())["request"]
             self.requests.append(head)
             body = await ws.recv() if head["body"] else b""
@@ -115,7 +119,7 @@ class RawListener:
                                              "responseHeaders": headers, "body": payload is not None}})
         if not on_rendezvous and payload is not None and len(payload) > self.inline_limit:
             # Listener-initiated rendezvous for a large response (spec §2.7).
-            async with websockets.connect(address, compression=None, max_size=None) as rv:
+            async with websockets.connect(address, compression=None, max_size=None, **self._tls()) as rv:
                 await rv.send(response)
                 await rv.send(payload)
                 try:

@@ -1,0 +1,29 @@
+"""The on-premises side of the WCF-style relay bindings: Spyne services run on raw request bytes."""
+
+from __future__ import annotations
+
+from wcfrelay import compat as _compat
+
+# Every module in this package imports spyne. The package import runs first, so the compatibility
+# measure is in place whatever order a formatter sorts the modules' own imports in.
+_compat.ensure_spyne_importable()
+
+from wcfrelay.service.spyne_app import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    Protocol,
+    SoapResult,
+    SpyneBytesApp,
+    build_application,
+    parse_content_type,
+    request_action,
+)
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_SIZE",
+    "Protocol",
+    "SoapResult",
+    "SpyneBytesApp",
+    "build_application",
+    "parse_content_type",
+    "request_action",
+]
