@@ -43,7 +43,9 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
                              state_dir=args.state_dir, tls_cert=args.tls_cert, tls_key=args.tls_key,
                              dev_tls=args.dev_tls, redis_url=args.redis_url, node_id=args.node_id)
     config = ensure_dev_rules(config)
-    return run_gateway(config)
+    from .gateway import WcfRelayExtension
+
+    return run_gateway(config, extensions=[WcfRelayExtension])
 
 
 def _add_token_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,11 +8,11 @@ import logging
 import signal
 import ssl
 import sys
-from typing import TextIO
+from typing import Callable, Sequence, TextIO
 
 from aiohttp import web
 
-from .app import Gateway
+from .app import Extension, Gateway
 from .config import GatewayConfig
 from .tls import ensure_dev_certificate, server_ssl_context
 
@@ -83,9 +83,14 @@ async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Eve
         await runner.cleanup()
 
 
-def run_gateway(config: GatewayConfig) -> int:
-    """Blocking entry point for the command line. Ctrl-C or SIGTERM stops it cleanly."""
+def run_gateway(config: GatewayConfig, extensions: Sequence[Callable[[Gateway], Extension]] = ()) -> int:
+    """Blocking entry point for the command line. Ctrl-C or SIGTERM stops it cleanly.
+
+    ``extensions`` are factories called with the gateway (the WCF-style relay layer is one).
+    """
     gateway = Gateway(config)
+    for factory in extensions:
+        gateway.extensions.append(factory(gateway))
 
     async def main() -> None:
         stop = asyncio.Event()
