@@ -1,7 +1,8 @@
 """One exception hierarchy for the whole project.
 
     RelayError                      root; carries an HTTP status and a WebSocket close code
-    ├── ProtocolError               a peer broke the wire protocol (bad JSON, oversize message, bad frame)
+    ├── ProtocolError               a peer broke the relay protocol (bad JSON, bad message): close 1008
+    │   └── FramingError            a peer broke WebSocket framing: close 1002
     ├── AuthenticationError         401: token missing, malformed, expired or wrongly signed
     ├── AuthorizationError          403: token valid but lacks the claim or the scope
     ├── EndpointNotFound            404: no such hybrid connection (a listener stops retrying on it)
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "ConnectionClosed",
     "PayloadTooLarge",
+    "FramingError",
 ]
 
 
@@ -61,6 +63,13 @@ class ProtocolError(RelayError):
     http_status = 400
     close_code = 1008
     code = "ProtocolError"
+
+
+class FramingError(ProtocolError):
+    """The peer broke WebSocket framing (RFC 6455): closed with 1002."""
+
+    close_code = 1002
+    code = "FramingError"
 
 
 class AuthenticationError(RelayError):

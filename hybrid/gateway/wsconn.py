@@ -84,7 +84,7 @@ class GatewaySocket:
                 self._deliver(events)
         except RelayError as exc:
             log.info("%s: closing: %s", self.label, exc)
-            self.fail(exc.close_code if exc.close_code != 1011 else 1002, exc.reason)
+            self.fail(exc.close_code, exc.reason)
         return False, b""
 
     def feed_eof(self) -> None:

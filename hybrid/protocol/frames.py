@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Union
 
-from ..errors import PayloadTooLarge, ProtocolError
+from ..errors import FramingError, PayloadTooLarge
 
 try:  # the C helper shipped with websockets; unmasking is the one per-byte cost of a relay
     from websockets.speedups import apply_mask as _apply_mask
@@ -64,7 +64,7 @@ def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
 
 
 class FrameParser:
-    """Feed bytes, get frame events. Raises ProtocolError (close 1002) on a framing violation.
+    """Feed bytes, get frame events. Raises FramingError (close 1002) on a framing violation.
 
     ``max_frame`` bounds a single *data frame's* declared length (0 = no bound: the payload is streamed anyway).
     Message-level rules checked here: continuation frames only inside a fragmented message, no new data message
@@ -149,32 +149,32 @@ class FrameParser:
             elif length == 127:
                 (length,) = struct.unpack_from("!Q", head, 2)
                 if length >> 63:
-                    raise ProtocolError("frame length has its most significant bit set")
+                    raise FramingError("frame length has its most significant bit set")
                 off = 10
             else:
                 off = 2
             fin = bool(b0 & 0x80)
             opcode = b0 & 0x0F
             if b0 & 0x70:
-                raise ProtocolError("reserved bits set: no extension was negotiated")
+                raise FramingError("reserved bits set: no extension was negotiated")
             if masked != self._require_mask:
-                raise ProtocolError("client frames must be masked" if self._require_mask else "unexpected mask")
+                raise FramingError("client frames must be masked" if self._require_mask else "unexpected mask")
             self._mask = head[off : off + 4] if masked else b""
             self._offset = 0
             self._remaining = length
             if opcode in _CONTROL_OPS:
                 if not fin or length > 125:
-                    raise ProtocolError("control frames must be whole and at most 125 bytes")
+                    raise FramingError("control frames must be whole and at most 125 bytes")
                 self._control_op = opcode
                 self._control_buf = b""
                 continue
             if opcode not in _DATA_OPS:
-                raise ProtocolError(f"unknown opcode {opcode:#x}")
+                raise FramingError(f"unknown opcode {opcode:#x}")
             if opcode == OP_CONT:
                 if not self._in_message:
-                    raise ProtocolError("continuation frame without a message to continue")
+                    raise FramingError("continuation frame without a message to continue")
             elif self._in_message:
-                raise ProtocolError("new data message before the previous one ended")
+                raise FramingError("new data message before the previous one ended")
             if self._max_frame and length > self._max_frame:
                 raise PayloadTooLarge(f"frame of {length} bytes exceeds {self._max_frame}")
             self._in_message = not fin
@@ -223,16 +223,16 @@ _RESERVED_CLOSE = {1004, 1005, 1006, 1015}
 
 
 def parse_close(payload: bytes) -> tuple[int | None, str]:
-    """Code and reason of a close frame payload. Raises ProtocolError for an invalid one."""
+    """Code and reason of a close frame payload. Raises FramingError for an invalid one."""
     if not payload:
         return None, ""
     if len(payload) == 1:
-        raise ProtocolError("close frame with a one-byte payload")
+        raise FramingError("close frame with a one-byte payload")
     (code,) = struct.unpack_from("!H", payload)
     if code < 1000 or code in _RESERVED_CLOSE or 1016 <= code < 3000 or code >= 5000:
-        raise ProtocolError(f"invalid close code {code}")
+        raise FramingError(f"invalid close code {code}")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError("close reason is not UTF-8") from None
+        raise FramingError("close reason is not UTF-8") from None
     return code, reason

@@ -275,11 +275,14 @@ def join_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
 def request_headers_for_listener(
     items: Iterable[tuple[str, str]], *, strip_authorization: bool, via: str
 ) -> dict[str, str]:
-    """Sender headers as the listener sees them: no hop-by-hop, no relay token, ``Via`` added (§2.3, §1.4)."""
+    """Sender headers as the listener sees them: no hop-by-hop (including those the sender's ``Connection``
+    header names, RFC 7230 §6.1), no relay token, ``Via`` added (§2.3, §1.4)."""
+    items = list(items)
+    named = {t.strip().lower() for n, v in items if n.lower() == "connection" for t in v.split(",")}
     kept = []
     for name, value in items:
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname in _RELAY_AUTH:
+        if lname in HOP_BY_HOP or lname in _RELAY_AUTH or lname in named:
             continue
         if strip_authorization and lname == "authorization":
             continue
