@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -51,7 +52,7 @@ from .relay import (
     Rejected,
     new_tracking_id,
 )
-from .wsconn import BDATA, BEND, BSTART, CLOSED, TEXT, GatewaySocket, upgrade
+from .wsconn import BDATA, BEND, BSTART, CLOSED, SOCKETS_KEY, TEXT, GatewaySocket, upgrade
 
 __all__ = ["Gateway", "GATEWAY_KEY", "Extension"]
 
@@ -195,8 +196,18 @@ class Gateway:
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024, handler_args={"max_field_size": 32 * 1024})
         app[GATEWAY_KEY] = self
+        app[SOCKETS_KEY] = weakref.WeakSet()
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        app.on_shutdown.append(self._say_goodbye)
         return app
+
+    async def _say_goodbye(self, app: web.Application) -> None:
+        """Close every socket with 1001 so clients know to reconnect elsewhere (spec §2.6, §2.8)."""
+        sockets = [s for s in app[SOCKETS_KEY] if s.is_open]
+        for sock in sockets:
+            sock.going_away()
+        if sockets:
+            await asyncio.wait([s.done for s in sockets], timeout=2.0)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         try:

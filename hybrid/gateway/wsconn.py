@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -25,12 +26,15 @@ from ..errors import ConnectionClosed, PayloadTooLarge, ProtocolError, RelayErro
 from ..protocol import frames as fr
 from ..protocol.messages import MAX_CONTROL_MESSAGE
 
-__all__ = ["GatewaySocket", "TEXT", "BSTART", "BDATA", "BEND", "CLOSED", "upgrade"]
+__all__ = ["GatewaySocket", "TEXT", "BSTART", "BDATA", "BEND", "CLOSED", "upgrade", "SOCKETS_KEY"]
 
 log = logging.getLogger("hybrid.gateway.ws")
 
 # Endpoint-mode events
 TEXT, BSTART, BDATA, BEND, CLOSED = "text", "bstart", "bdata", "bend", "closed"
+
+#: Every open gateway socket of an application, so shutdown can say goodbye (a WeakSet).
+SOCKETS_KEY: web.AppKey["weakref.WeakSet[GatewaySocket]"] = web.AppKey("gateway_sockets")
 
 #: Bytes queued for a slow consumer before the socket stops reading.
 QUEUE_LIMIT = 256 * 1024
@@ -252,6 +256,14 @@ class GatewaySocket:
             code = 1001
         self._transport.write(fr.encode_close(code, reason))
 
+    def going_away(self, reason: str = "the gateway is shutting down") -> None:
+        """Close with 1001 from the gateway's side, unless a relayed frame is half written (then drop)."""
+        if self.peer is not None and self.peer._parser.in_frame:
+            self.abort()
+            return
+        self.send_close(1001, reason)
+        self.close_later(2.0)
+
     def fail(self, code: int, reason: str) -> None:
         """Close with ``code`` at once; the relay peer (if any) learns the same."""
         peer = self.peer
@@ -314,6 +326,9 @@ async def upgrade(request: web.BaseRequest, headers: dict[str, str], *, label: s
     await response.prepare(request)
     sock = GatewaySocket(request, label=label)
     sock.response = response
+    registry = request.app.get(SOCKETS_KEY) if hasattr(request, "app") else None
+    if registry is not None:
+        registry.add(sock)
     if attach:
         sock.attach(request)
     return sock

@@ -158,3 +158,12 @@ async def test_anonymous_sender_allowed_when_entity_does_not_require_authorizati
     with pytest.raises(websockets.InvalidStatus) as info:
         await websockets.connect(gw.listen_url("open"))
     assert info.value.response.status_code == 401
+
+
+async def test_gateway_shutdown_closes_sockets_with_1001(gateway):
+    listener = await websockets.connect(gateway.listen_url("bye"),
+                                        additional_headers={"ServiceBusAuthorization": gateway.token("bye")})
+    gateway.stop()
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(listener.recv(), 10 * TIMEOUT_FACTOR)
+    assert listener.close_code == 1001

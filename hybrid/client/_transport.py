@@ -1,0 +1,57 @@
+"""The one place the SDK opens WebSockets: options every relay socket shares (spec §2.6, §2.9)."""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from .status import translate_connect_error
+
+__all__ = ["USER_AGENT", "open_websocket"]
+
+USER_AGENT = f"wcfrelay-python/0.1 websockets/{websockets.__version__}"
+
+
+async def open_websocket(
+    url: str,
+    *,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    subprotocols: Sequence[str] | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    proxy: str | bool | None = True,
+    open_timeout: float | None = 30.0,
+    ping_interval: float | None = 30.0,
+    ping_timeout: float | None = 30.0,
+    max_size: int | None = 1 << 20,
+) -> ClientConnection:
+    """Open a client WebSocket to ``url``; failures come out as ``hybrid.errors`` (see ``translate_connect_error``).
+
+    Compression is always off: relayed frames pass through the gateway untouched and must not be deflated
+    (spec §2.6). An ``ssl`` context is only used for ``wss://`` URLs; ``websockets`` makes its own default otherwise.
+    """
+    options: dict[str, Any] = {
+        "additional_headers": dict(headers or {}),
+        "subprotocols": list(subprotocols) if subprotocols else None,
+        "compression": None,
+        "user_agent_header": USER_AGENT,
+        "proxy": proxy,
+        "open_timeout": open_timeout,
+        "ping_interval": ping_interval,
+        "ping_timeout": ping_timeout,
+        "max_size": max_size,
+    }
+    if ssl is not None and urlsplit(url).scheme.lower() == "wss":
+        options["ssl"] = ssl
+    try:
+        return await connect(url, **options)
+    except Exception as exc:
+        translated = translate_connect_error(exc, what)
+        if translated is exc:
+            raise
+        raise translated from exc
