@@ -20,5 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules ]; then
-  (cd tests/node && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --silent; else npm install --no-audit --no-fund --silent; fi)
+  # Debian 12's npm 9.2 crashes on the overrides hyco-ws/hyco-https need ("Invalid comparator"); 9.6+ is fine.
+  npm_cmd=(npm)
+  if ! printf '%s\n%s\n' 9.6.0 "$(npm --version)" | sort -V -C; then npm_cmd=(npx --yes npm@10); fi
+  (cd tests/node && "${npm_cmd[@]}" ci --no-audit --no-fund --silent)
 fi

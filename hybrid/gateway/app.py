@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import time
+import uuid
 import weakref
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import unquote, urlsplit
@@ -42,6 +43,7 @@ from ..protocol import messages as msgs
 from ..protocol import urls
 from ..protocol.handshake import check_upgrade, handshake_headers, offered_subprotocols
 from .config import GatewayConfig
+from .directory import Directory, ListenerRef, LocalState, RedisDirectory
 from .namespace import Entity, Namespace
 from .relay import (
     Accepted,
@@ -89,6 +91,7 @@ class ListenerChannel:
         self.authority = authority
         self.token_expiry = token_expiry
         self.pending: set[str] = set()
+        self.id = ""
 
     def address(self, action: urls.Action, tracking_id: str, *, suffix: str = "", app_query: str = "") -> str:
         return urls.build_rendezvous_address(scheme=self.scheme, authority=self.authority, entity=self.entity.name,
@@ -181,10 +184,17 @@ def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: Li
 class Gateway:
     """State of one gateway node and its aiohttp application."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, directory: Directory | None = None) -> None:
         self.config = config
-        self.namespace = Namespace(config)
+        if directory is None:
+            directory = (RedisDirectory(config.redis_url, config.node_id) if config.redis_url
+                         else Directory(config.node_id))
+        self.directory = directory
+        self.namespace = Namespace(config, cluster_entities=directory.known_entities)
         self.listeners: dict[str, list[ListenerChannel]] = {}
+        self.channels_by_id: dict[str, ListenerChannel] = {}
+        #: this node's own address (scheme://host:port); rendezvous addresses use it in a cluster
+        self.node_url = ""
         self.pending_accepts: dict[str, PendingAccept] = {}
         self.pending_requests: dict[str, PendingRequest] = {}
         self.failed_listens = FailureLimiter(config.failed_listen_limit)
@@ -201,6 +211,34 @@ class Gateway:
         app.on_shutdown.append(self._say_goodbye)
         return app
 
+    async def start(self, node_url: str) -> None:
+        """Called once the node is bound: join the directory (a no-op on a single node)."""
+        self.node_url = node_url
+        self.directory.node_url = node_url
+        await self.directory.start(self._on_node_message, self._snapshot)
+        log.info("node %s (%s directory) at %s", self.directory.node_id,
+                 "redis" if self.directory.clustered else "local", node_url)
+
+    async def stop(self) -> None:
+        await self.directory.close()
+
+    def _snapshot(self) -> LocalState:
+        return LocalState(
+            listeners=[(c.entity.name, cid) for cid, c in self.channels_by_id.items()],
+            entities=[e.name for e in self.namespace.entities() if not e.declared],
+            links=[link for ext in self.extensions for link in getattr(ext, "local_links", lambda: [])()],
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            **self.directory.status(),
+            "node_url": self.node_url,
+            "listeners": {name: len(chs) for name, chs in self.listeners.items() if chs},
+            "sockets": self.sockets,
+            "pending": {"accepts": len(self.pending_accepts), "requests": len(self.pending_requests)},
+            **{k: v for ext in self.extensions for k, v in getattr(ext, "health", lambda: {})().items()},
+        }
+
     async def _say_goodbye(self, app: web.Application) -> None:
         """Close every socket with 1001 so clients know to reconnect elsewhere (spec §2.6, §2.8)."""
         sockets = [s for s in app[SOCKETS_KEY] if s.is_open]
@@ -216,6 +254,8 @@ class Gateway:
                 if response is not None:
                     return response
             raw_path = request.rel_url.raw_path
+            if raw_path == "/$health" and request.method == "GET":
+                return web.json_response(self.health())
             if raw_path == "/$hc" or raw_path.startswith("/$hc/"):
                 return await self.handle_hc(request)
             return await self.handle_http(request)
@@ -274,10 +314,22 @@ class Gateway:
             raise exc
         expiry = parse_token(token).expiry if token else time.time() + 3600
         scheme, authority = self._public_authority(request)
-        sock = await upgrade(request, handshake_headers(key, None), label=f"listener:{entity.name}")
+        channel_id = uuid.uuid4().hex
+        if not entity.declared:
+            await self.directory.add_entity(entity.name)
+        if not await self.directory.add_listener(entity.name, channel_id, entity.max_listeners):
+            raise QuotaExceeded(
+                f"'{entity.name}' already has {entity.max_listeners} listeners in the cluster, the most it allows")
+        try:
+            sock = await upgrade(request, handshake_headers(key, None), label=f"listener:{entity.name}")
+        except BaseException:
+            await self.directory.remove_listener(entity.name, channel_id)
+            raise
         channel = ListenerChannel(self, entity, sock, client_id=params.get("sb-hc-id", "")[:64], scheme=scheme,
                                   authority=authority, token_expiry=expiry)
+        channel.id = channel_id
         listeners.append(channel)
+        self.channels_by_id[channel_id] = channel
         self.sockets += 1
         log.info("listener %s online on %s from %s (%d listening)", channel.client_id, entity.name, client,
                  len(listeners))
@@ -289,6 +341,8 @@ class Gateway:
             keepalive.cancel()
             self.sockets -= 1
             listeners.remove(channel)
+            self.channels_by_id.pop(channel_id, None)
+            await self.directory.remove_listener(entity.name, channel_id)
             for rid in list(channel.pending):
                 pending = self.pending_requests.get(rid)
                 if pending is not None:
@@ -300,8 +354,10 @@ class Gateway:
         """Where a listener should open rendezvous sockets: the address it reached us at (spec §5.3), or the
         configured public URL. Taken from the *listener's* request, never a sender's, so a sender cannot send a
         listener elsewhere."""
-        if self.config.public_url:
-            parts = urlsplit(self.config.public_url)
+        base = self.config.public_url or (self.node_url if self.directory.clustered else "")
+        if base:
+            # In a cluster the rendezvous must reach *this* node, not whichever one a load balancer picks.
+            parts = urlsplit(base)
             scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
             return scheme, parts.netloc
         return ("wss" if request.secure else "ws"), request.host
@@ -311,9 +367,57 @@ class Gateway:
             raise QuotaExceeded("the gateway is at its connection limit", http_status=503)
 
     def choose_listener(self, entity: Entity) -> ListenerChannel | None:
-        """Random choice among open listeners (spec §4: random, best-effort fair)."""
+        """Random choice among this node's open listeners."""
         open_ = [c for c in self.listeners.get(entity.name.lower(), ()) if c.sock.is_open]
         return self._random.choice(open_) if open_ else None
+
+    async def choose_target(self, entity: Entity) -> ListenerChannel | ListenerRef | None:
+        """Random choice among the cluster's listeners (spec §4: random, best-effort fair)."""
+        local: list[ListenerChannel | ListenerRef] = [
+            c for c in self.listeners.get(entity.name.lower(), ()) if c.sock.is_open]
+        remote = await self.directory.remote_listeners(entity.name) if self.directory.clustered else []
+        candidates = local + list(remote)
+        return self._random.choice(candidates) if candidates else None
+
+    def rendezvous_authority(self, target: ListenerChannel | ListenerRef) -> tuple[str, str]:
+        """Scheme and authority of rendezvous addresses: the listener's own view locally, this node's URL when
+        the listener is on another node (it must come here, where the sender waits)."""
+        if isinstance(target, ListenerChannel):
+            return target.scheme, target.authority
+        base = self.config.public_url or self.node_url
+        parts = urlsplit(base)
+        return {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme), parts.netloc
+
+    async def deliver(self, target: ListenerChannel | ListenerRef, text: str, pending_id: str) -> None:
+        """Put one control message on the target listener's control channel, here or on its node."""
+        if isinstance(target, ListenerChannel):
+            target.sock.send_text(text)
+            await target.sock.drain()
+            return
+        sent = await self.directory.send(target.node, {"type": "control", "listener": target.id, "text": text,
+                                                       "from": self.directory.node_id, "pending": pending_id})
+        if not sent:
+            raise ListenerUnavailable("the listener's gateway node is unreachable")
+
+    async def _on_node_message(self, message: dict[str, Any]) -> None:
+        """Messages from other nodes: control messages for our listeners, and delivery failures."""
+        kind = message.get("type")
+        if kind == "control":
+            channel = self.channels_by_id.get(str(message.get("listener")))
+            if channel is not None and channel.sock.is_open and isinstance(message.get("text"), str):
+                channel.sock.send_text(message["text"])
+                return
+            await self.directory.send(str(message.get("from")), {"type": "undeliverable",
+                                                                  "pending": message.get("pending")})
+        elif kind == "undeliverable":
+            pending_id = str(message.get("pending"))
+            error = ListenerUnavailable("the chosen listener disconnected")
+            accept = self.pending_accepts.get(pending_id)
+            if accept is not None and not accept.outcome.done():
+                accept.outcome.set_exception(error)
+            request = self.pending_requests.get(pending_id)
+            if request is not None:
+                request.fail(error)
 
     async def handle_connect(self, request: web.Request, entity: Entity, suffix: str, params: dict[str, str],
                              raw_query: str) -> web.StreamResponse:
@@ -323,8 +427,8 @@ class Gateway:
                                  anonymous_ok=not entity.requires_client_authorization)
         key = check_upgrade(request.method, request.headers)
         self._check_capacity()
-        channel = self.choose_listener(entity)
-        if channel is None:
+        target = await self.choose_target(entity)
+        if target is None:
             raise EndpointNotFound("there are no listeners connected for the endpoint")
         tracking_id = new_tracking_id(params.get("sb-hc-id"))
         connect_headers = {
@@ -334,11 +438,14 @@ class Gateway:
         pending = PendingAccept(tracking_id, entity.name, time.monotonic() + self.config.accept_timeout)
         self.pending_accepts[tracking_id] = pending
         try:
-            address = channel.address(urls.Action.ACCEPT, tracking_id, suffix=suffix,
-                                       app_query=urls.filter_query(raw_query))
+            scheme, authority = self.rendezvous_authority(target)
+            address = urls.build_rendezvous_address(scheme=scheme, authority=authority, entity=entity.name,
+                                                    suffix=suffix, app_query=urls.filter_query(raw_query),
+                                                    action=urls.Action.ACCEPT, tracking_id=tracking_id)
             host, port = request.transport.get_extra_info("peername")[:2] if request.transport else ("", 0)
-            channel.sock.send_text(msgs.encode(msgs.Accept(address, tracking_id, connect_headers,
-                                                           msgs.RemoteEndpoint(str(host), int(port)))))
+            await self.deliver(target, msgs.encode(msgs.Accept(address, tracking_id, connect_headers,
+                                                               msgs.RemoteEndpoint(str(host), int(port)))),
+                               tracking_id)
             try:
                 outcome = await asyncio.wait_for(asyncio.shield(pending.outcome), self.config.accept_timeout)
             except asyncio.TimeoutError:
@@ -429,38 +536,43 @@ class Gateway:
                                                   authorization_required=entity.requires_client_authorization)
         self.namespace.authorize(token, entity.name, Right.SEND, now=time.time(),
                                  anonymous_ok=not entity.requires_client_authorization)
-        channel = self.choose_listener(entity)
-        if channel is None:
+        target = await self.choose_target(entity)
+        if target is None:
             raise ListenerUnavailable("there are no listeners connected for the endpoint")
-        return await self.relay_http(request, entity, channel, raw_query, strip_auth)
+        return await self.relay_http(request, entity, target, raw_query, strip_auth)
 
-    async def relay_http(self, request: web.Request, entity: Entity, channel: ListenerChannel, raw_query: str,
-                         strip_auth: bool) -> web.StreamResponse:
+    async def relay_http(self, request: web.Request, entity: Entity, target: ListenerChannel | ListenerRef,
+                         raw_query: str, strip_auth: bool) -> web.StreamResponse:
         via = f"1.1 {request.host}"
         headers = msgs.request_headers_for_listener(request.headers.items(), strip_authorization=strip_auth,
                                                     via=via)
         query = urls.filter_query(raw_query)
-        target = request.rel_url.raw_path + ("?" + query if query else "")
+        request_target = request.rel_url.raw_path + ("?" + query if query else "")
         tracking_id = new_tracking_id()
         peer = request.transport.get_extra_info("peername") if request.transport else None
         remote = msgs.RemoteEndpoint(str(peer[0]), int(peer[1])) if peer else None
         length = request.content_length
         has_body = request.body_exists
-        head_size = len(json.dumps(headers)) + len(target)
-        inline = (not has_body or (length is not None and length + head_size <= msgs.INLINE_BODY_LIMIT)) \
-            and head_size <= msgs.INLINE_BODY_LIMIT // 2
-        address = channel.address(urls.Action.REQUEST, tracking_id)
-        head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=target,
+        head_size = len(json.dumps(headers)) + len(request_target)
+        channel = target if isinstance(target, ListenerChannel) else None
+        # Requests for a listener on another node always use a rendezvous here, so the exchange stays on this node.
+        inline = channel is not None and head_size <= msgs.INLINE_BODY_LIMIT // 2 and (
+            not has_body or (length is not None and length + head_size <= msgs.INLINE_BODY_LIMIT))
+        scheme, authority = self.rendezvous_authority(target)
+        address = urls.build_rendezvous_address(scheme=scheme, authority=authority, entity=entity.name, suffix="",
+                                                app_query="", action=urls.Action.REQUEST, tracking_id=tracking_id)
+        head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=request_target,
                             request_headers=headers, body=has_body, remote_endpoint=remote)
         deadline = time.monotonic() + self.config.request_timeout
         pending = PendingRequest(tracking_id, entity.name, channel, head, deadline)
         self.pending_requests[tracking_id] = pending
-        channel.pending.add(tracking_id)
+        if channel is not None:
+            channel.pending.add(tracking_id)
         rendezvous: GatewaySocket | None = None
         try:
-            if inline:
+            if inline and channel is not None:
                 body = await request.read() if has_body else b""
-                head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=target,
+                head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=request_target,
                                     request_headers=headers, body=bool(body), remote_endpoint=remote)
                 # Header and body go out back to back in one callback: nothing can come between them (§2.1).
                 channel.sock.send_text(msgs.encode(head))
@@ -468,7 +580,7 @@ class Gateway:
                     channel.sock.send_frame(fr.OP_BINARY, body)
                 await channel.sock.drain()
             else:
-                channel.sock.send_text(msgs.encode(msgs.Request(address=address, id=tracking_id)))
+                await self.deliver(target, msgs.encode(msgs.Request(address=address, id=tracking_id)), tracking_id)
                 rendezvous = await self._wait(pending.rendezvous, deadline,
                                               "the listener did not open the request rendezvous in time")
                 rendezvous.send_text(msgs.encode(head))
@@ -482,7 +594,8 @@ class Gateway:
             raise ListenerUnavailable(f"the listener connection closed: {exc.reason}") from None
         finally:
             self.pending_requests.pop(tracking_id, None)
-            channel.pending.discard(tracking_id)
+            if channel is not None:
+                channel.pending.discard(tracking_id)
             if rendezvous is None and pending.rendezvous.done() and not pending.rendezvous.exception():
                 rendezvous = pending.rendezvous.result()
             if rendezvous is not None and rendezvous.is_open:

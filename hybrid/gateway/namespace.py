@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..auth import Right, SasRule, check_token
 from ..errors import AuthenticationError, BadRequest, EndpointNotFound, QuotaExceeded
@@ -38,8 +38,11 @@ class Entity:
 
 
 class Namespace:
-    def __init__(self, config: "GatewayConfig") -> None:
+    def __init__(self, config: "GatewayConfig",
+                 cluster_entities: Callable[[], frozenset[str]] = frozenset) -> None:
         self.config = config
+        #: names other nodes created dynamically (a cluster shares one namespace)
+        self._cluster_entities = cluster_entities
         self.rules: list[SasRule] = list(config.rules)
         self.dynamic = config.dynamic
         self._entities: dict[str, Entity] = {}
@@ -53,10 +56,14 @@ class Namespace:
             )
 
     def get(self, name: str) -> Entity | None:
-        return self._entities.get(name.lower())
+        entity = self._entities.get(name.lower())
+        if entity is None and self.dynamic and name in self._cluster_entities():
+            entity = self._entities[name.lower()] = Entity(
+                name=name, max_listeners=self.config.max_listeners_per_connection, declared=False)
+        return entity
 
     def is_known(self, name: str) -> bool:
-        return name.lower() in self._entities
+        return self.get(name) is not None
 
     def entities(self) -> list[Entity]:
         return list(self._entities.values())

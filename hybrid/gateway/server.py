@@ -13,6 +13,7 @@ from typing import Callable, Sequence, TextIO
 from aiohttp import web
 
 from .app import Extension, Gateway
+from ..errors import ConfigError
 from .config import GatewayConfig
 from .tls import ensure_dev_certificate, server_ssl_context
 
@@ -28,6 +29,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _display_host(host: str) -> str:
@@ -73,6 +78,12 @@ async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Eve
     port = server.sockets[0].getsockname()[1] if server and server.sockets else config.port  # type: ignore[union-attr]
     scheme = "https/wss" if context else "http/ws"
     log.info("gateway listening on %s:%d (%s)", config.host, port, scheme)
+    node_url = config.public_url or f"{'https' if context else 'http'}://{_url_host(config.host)}:{port}"
+    if config.redis_url and not config.public_url and config.host in ("", "0.0.0.0", "::"):
+        await runner.cleanup()
+        raise ConfigError("a cluster node bound to every interface needs --public-url: the address other nodes' "
+                          "senders make listeners open rendezvous sockets to")
+    await gateway.start(node_url)
     for line in connection_strings(config, port):
         print(line, file=out)
     print(f"Gateway ready on {'https' if context else 'http'}://{_display_host(config.host)}:{port}/", file=out,
@@ -81,6 +92,7 @@ async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Eve
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
         await runner.cleanup()
+        await gateway.stop()
 
 
 def run_gateway(config: GatewayConfig, extensions: Sequence[Callable[[Gateway], Extension]] = ()) -> int:
