@@ -173,11 +173,11 @@ class RedisDirectory(Directory):
                 for entity, lid in state.listeners:
                     await self._add_listener_unchecked(entity, lid)
                 for name in state.entities:
-                    await self._redis.sadd(self.p + "entities", name)
+                    if await self._redis.sadd(self.p + "entities", name):
+                        await self._redis.publish(self.p + "events", json.dumps({"type": "entity", "name": name}))
                 for path, lid, reg in state.links:
                     await self._add_link_unchecked(path, lid, reg)
-            self._entities = set(await self._redis.smembers(self.p + "entities") or ())
-            self._entities = {e.decode() if isinstance(e, bytes) else e for e in self._entities}
+            await self._refresh_entities()
             await self._refresh_alive()
             if not self.healthy:
                 log.warning("redis %s reachable: node %s registered", self._url_for_log, self.node_id)
@@ -202,6 +202,7 @@ class RedisDirectory(Directory):
             try:
                 await self._redis.set(self.p + f"alive:{self.node_id}", "1", px=int(NODE_TTL * 1000))
                 await self._refresh_alive()
+                await self._refresh_entities()
                 nodes = await self._redis.hkeys(self.p + "nodes")
                 for raw in nodes:
                     node = raw.decode() if isinstance(raw, bytes) else raw
@@ -209,6 +210,11 @@ class RedisDirectory(Directory):
                         await self._forget_node(node)
             except Exception as exc:  # noqa: BLE001
                 self._degrade(exc)
+
+    async def _refresh_entities(self) -> None:
+        # A union: Redis may have restarted empty while this node still knows entities others will re-announce.
+        members = await self._redis.smembers(self.p + "entities") or ()
+        self._entities |= {e.decode() if isinstance(e, bytes) else e for e in members}
 
     async def _refresh_alive(self) -> None:
         nodes = [n.decode() if isinstance(n, bytes) else n for n in await self._redis.hkeys(self.p + "nodes")]
