@@ -14,17 +14,20 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote
 
+import aiohttp
 from aiohttp import web
 from lxml import etree
 
-from hybrid.auth import Right, parse_token
+from hybrid.auth import Right, build_token, parse_token
 from hybrid.errors import (
     AuthenticationError,
+    AuthorizationError,
     BadRequest,
     ConnectionClosed,
     ListenerUnavailable,
@@ -50,10 +53,28 @@ __all__ = ["WcfRelayExtension", "RelayEndpoint"]
 log = logging.getLogger("wcfrelay.gateway")
 
 MAX_LINKS_PER_ENDPOINT = 25
+#: Endpoints remembered per node, with or without hosts (Azure allows 10,000 relay endpoints per namespace).
+MAX_ENDPOINTS = 10_000
 #: How long a multicast waits for its receivers to acknowledge.
 MULTICAST_ACK_TIMEOUT = 10.0
 _TOKEN_MARKER = b"RelayAccessToken"
 ATOM_NS = "http://www.w3.org/2005/Atom"
+#: Headers one node adds when it forwards an authorized call to another (never accepted from callers unsigned).
+FORWARDED_HEADER = "X-Relay-Node-Authorization"
+PUBLIC_URL_HEADER = "X-Relay-Public-Url"
+_NODE_HEADERS = frozenset({FORWARDED_HEADER.lower(), PUBLIC_URL_HEADER.lower()})
+_CLUSTER_AUDIENCE = "$cluster"
+
+
+@dataclass
+class _Forward:
+    """What a node needs to hand an authorized call to another node."""
+
+    request: web.Request
+    headers: dict[str, str]
+    body: bytes
+    public_url: str
+    remote: dict[str, tuple[str, str]]
 
 
 class Conflict(RelayError):
@@ -72,6 +93,7 @@ class Link:
     client: str
     token_expiry: float
     pending: dict[str, asyncio.Future] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(eq=False)
@@ -100,6 +122,9 @@ class WcfRelayExtension:
         self.gateway = gateway
         self.endpoints: dict[str, RelayEndpoint] = {}
         self._random = random.SystemRandom()
+        self._cluster_cache: tuple[float, dict[str, tuple[str, str]]] = (0.0, {})
+        self._session: aiohttp.ClientSession | None = None
+        self._node_token: tuple[float, str] = (0.0, "")
 
     # ---- routing -------------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse | None:
@@ -107,21 +132,59 @@ class WcfRelayExtension:
         if raw_path.startswith(lk.LINK_PREFIX) or raw_path == lk.LINK_PREFIX.rstrip("/"):
             return await self.handle_link(request)
         if raw_path == "/" and request.method in ("GET", "HEAD") and not request.headers.get("Upgrade"):
-            return self.discovery_feed(request)
-        if raw_path.startswith("/$hc"):
+            return await self.discovery_feed(request)
+        if raw_path.startswith("/$"):
             return None
         path = unquote(raw_path)
-        name, suffix = urls.split_entity(path, self._is_endpoint, hc=False) if path != "/" else ("", "")
-        if not name:
+        if path == "/":
             return None
-        endpoint = self.endpoints[name.lower()]
+        found = await self._find(path)
+        if found is None:
+            return None
+        endpoint, suffix = found
         try:
             return await self.handle_call(request, endpoint, suffix)
         except RelayError as exc:
             return self.error_reply(request, endpoint, exc)
 
-    def _is_endpoint(self, name: str) -> bool:
-        return name.lower() in self.endpoints
+    async def _find(self, path: str) -> tuple[RelayEndpoint, str] | None:
+        """The endpoint a request path names: this node's first, then (in a cluster) any node's."""
+        name, suffix = urls.split_entity(path, lambda n: n.lower() in self.endpoints, hc=False)
+        if name:
+            return self.endpoints[name.lower()], suffix
+        if not self.gateway.directory.clustered:
+            return None
+        paths = await self._cluster_paths()
+        name, suffix = urls.split_entity(path, lambda n: n.lower() in paths, hc=False)
+        if not name:
+            return None
+        real_path, registration = paths[name.lower()]
+        return RelayEndpoint(real_path, lk.Registration.from_query(registration)), suffix
+
+    def _remember(self, endpoint: RelayEndpoint) -> None:
+        """Keep an endpoint's record after its last host leaves, so its callers get "no service listening" in
+        their SOAP version rather than a 404 from the Hybrid Connections layer. Bounded: the oldest endpoints
+        without hosts are forgotten first."""
+        self.endpoints.pop(endpoint.path.lower(), None)
+        self.endpoints[endpoint.path.lower()] = endpoint
+        if len(self.endpoints) > MAX_ENDPOINTS:
+            for key in [k for k, e in self.endpoints.items() if not e.links][: len(self.endpoints) - MAX_ENDPOINTS]:
+                del self.endpoints[key]
+
+    async def _cluster_paths(self) -> dict[str, tuple[str, str]]:
+        """``{path lower: (path, registration)}`` of every node's links, cached for a second."""
+        now = time.monotonic()
+        if now - self._cluster_cache[0] > 1.0:
+            links = await self.gateway.directory.all_links()
+            self._cluster_cache = (now, {p.lower(): (p, reg) for p, reg in links.items()})
+        return self._cluster_cache[1]
+
+    def local_links(self) -> list[tuple[str, str, str]]:
+        """What this node registers in the cluster directory (again, after Redis comes back)."""
+        return [(e.path, link.id, e.registration.to_query()) for e in self.endpoints.values() for link in e.links]
+
+    def health(self) -> dict[str, Any]:
+        return {"wcf_links": {e.path: len(e.links) for e in self.endpoints.values() if e.links}}
 
     def error_reply(self, request: web.Request, endpoint: RelayEndpoint, exc: RelayError) -> web.Response:
         """Gateway errors reach SOAP callers as SOAP faults, never as HTML pages: in the caller's SOAP version
@@ -162,7 +225,11 @@ class WcfRelayExtension:
             raise
         endpoint = self.endpoints.get(path.lower())
         if endpoint is not None and endpoint.links and endpoint.registration != registration:
-            raise Conflict(f"'{path}' is already registered with binding {endpoint.binding.value}")
+            mine, theirs = endpoint.registration, registration
+            differs = [name for name in ("binding", "client_auth", "discovery", "display_name", "max_message")
+                       if getattr(mine, name) != getattr(theirs, name)]
+            raise Conflict(f"'{path}' is already registered by other hosts with a different {', '.join(differs)} "
+                           f"(binding {mine.binding.value})")
         if endpoint is not None and len(endpoint.links) >= MAX_LINKS_PER_ENDPOINT:
             raise QuotaExceeded(f"'{path}' already has {MAX_LINKS_PER_ENDPOINT} listeners, the most it allows")
         if self.gateway.namespace.is_known(path):
@@ -172,11 +239,12 @@ class WcfRelayExtension:
         sock = await upgrade(request, handshake_headers(key, None), label=f"wcf-link:{path}")
         if endpoint is None or not endpoint.links:
             endpoint = RelayEndpoint(path, registration)
-            self.endpoints[path.lower()] = endpoint
+            self._remember(endpoint)
         expiry = parse_token(token).expiry if token else time.time() + 3600
         link = Link(endpoint, sock, client, expiry)
         endpoint.links.append(link)
         self.gateway.sockets += 1
+        await self.gateway.directory.add_link(path, link.id, registration.to_query())
         log.info("wcf link online: %s (%s) from %s, %d hosts", path, registration.binding.value, client,
                  len(endpoint.links))
         watchdog = asyncio.create_task(self._watch(link))
@@ -187,8 +255,7 @@ class WcfRelayExtension:
             watchdog.cancel()
             self.gateway.sockets -= 1
             endpoint.links.remove(link)
-            if not endpoint.links and self.endpoints.get(path.lower()) is endpoint:
-                del self.endpoints[path.lower()]  # dynamic, as WCF Relay's: gone with its last listener
+            await self.gateway.directory.remove_link(path, link.id)
             for fut in link.pending.values():
                 if not fut.done():
                     fut.set_exception(ListenerUnavailable("the service host disconnected during the call"))
@@ -256,36 +323,58 @@ class WcfRelayExtension:
     # ---- callers -------------------------------------------------------------------------------------------------
     async def handle_call(self, request: web.Request, endpoint: RelayEndpoint, suffix: str) -> web.StreamResponse:
         registration = endpoint.registration
+        forwarded = FORWARDED_HEADER in request.headers
+        if forwarded:
+            # Another node of the cluster authorized the caller and stripped its tokens already.
+            self._check_node_token(request.headers[FORWARDED_HEADER])
         if request.headers.get("Upgrade"):
             raise BadRequest("relay endpoints do not take protocol upgrades")
         length = request.content_length
         if length is not None and length > registration.max_message:
             raise PayloadTooLarge(f"the message is larger than the endpoint's limit of {registration.max_message} "
                                   f"bytes")
-        body = await self._read_body(request, registration.max_message)
         raw_query = request.rel_url.raw_query_string
         params = urls.parse_query(raw_query)
-        required = registration.client_auth is lk.ClientAuth.RELAY_ACCESS_TOKEN
+        required = registration.client_auth is lk.ClientAuth.RELAY_ACCESS_TOKEN and not forwarded
         token, _, strip_auth = urls.extract_token(params, request.headers, authorization_required=required)
+        authorize = self.gateway.namespace.authorize
+        if token or not required or endpoint.soap_version is None:
+            # Check a header or query token before reading the body: unauthorized callers cost no buffering.
+            authorize(token, endpoint.path, Right.SEND, now=time.time(), anonymous_ok=not required)
+        body = await self._read_body(request, registration.max_message)
         if _TOKEN_MARKER in body and endpoint.soap_version is not None:
-            # Third-party SOAP callers put the token in a RelayAccessToken header (spec wcf-relay §1.3).
+            # Third-party SOAP callers put the token in a RelayAccessToken header (spec wcf-relay §1.3); it is
+            # stripped whether or not it is needed.
             soap_token, body = extract_relay_token(body, max_size=registration.max_message)
-            token = token or soap_token
-        self.gateway.namespace.authorize(token, endpoint.path, Right.SEND, now=time.time(), anonymous_ok=not required)
+            if not token and required:
+                token = soap_token
+                authorize(token, endpoint.path, Right.SEND, now=time.time())
+        elif not token and required:
+            authorize(None, endpoint.path, Right.SEND, now=time.time())
         headers = {
             k: v for k, v in msgs.join_headers(request.headers.items()).items()
-            if k.lower() not in msgs.HOP_BY_HOP and k.lower() != "servicebusauthorization"
-            and not (strip_auth and k.lower() == "authorization")
+            if k.lower() not in msgs.HOP_BY_HOP and k.lower() not in _NODE_HEADERS
+            and k.lower() != "servicebusauthorization" and not (strip_auth and k.lower() == "authorization")
         }
         scheme = "https" if request.secure else "http"
         public_url = (self.gateway.config.public_url.rstrip("/") if self.gateway.config.public_url
                       else f"{scheme}://{request.host}") + "/" + endpoint.path
+        if forwarded and request.headers.get(PUBLIC_URL_HEADER):
+            public_url = request.headers[PUBLIC_URL_HEADER]
+        remote: dict[str, tuple[str, str]] = {}
+        if not forwarded and self.gateway.directory.clustered:
+            remote = await self.gateway.directory.remote_links(endpoint.path)
         call = lk.Call(id=new_tracking_id(), method=request.method, path=suffix, query=urls.filter_query(raw_query),
                        headers=headers, public_url=public_url, one_way=registration.binding.one_way)
         frame = lk.encode(call, body)
+        forward = _Forward(request, headers, body, public_url, remote)
         if registration.binding is lk.Binding.NET_EVENT:
-            return await self._multicast(endpoint, call, frame)
+            return await self._multicast(endpoint, call, frame, forward)
         links = [lnk for lnk in endpoint.links if lnk.sock.is_open]
+        if not links and remote:
+            # No host here: hand the call to a node that has one (hosts on this node are preferred: one hop less).
+            node = self._random.choice(sorted(remote))
+            return await self._forward(forward, remote[node][0])
         if not links:
             raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
         link = self._random.choice(links)
@@ -324,25 +413,83 @@ class WcfRelayExtension:
         finally:
             link.pending.pop(call.id, None)
 
-    async def _multicast(self, endpoint: RelayEndpoint, call: lk.Call, frame: bytes) -> web.Response:
+    async def _multicast(self, endpoint: RelayEndpoint, call: lk.Call, frame: bytes,
+                         forward: "_Forward") -> web.Response:
         links = [lnk for lnk in endpoint.links if lnk.sock.is_open]
-        if not links:
+        if not links and not forward.remote:
             raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
 
-        async def one(link: Link) -> bool:
+        async def one(link: Link) -> int:
             try:
-                await asyncio.wait_for(self._exchange(link, call, frame), MULTICAST_ACK_TIMEOUT)
-                return True
+                message, _ = await asyncio.wait_for(self._exchange(link, call, frame), MULTICAST_ACK_TIMEOUT)
             except (RelayError, asyncio.TimeoutError):
-                return False
+                return 0
+            return 1 if isinstance(message, lk.Ack) else 0  # a fault reply means the host refused it
 
-        delivered = sum(await asyncio.gather(*(one(link) for link in links)))
+        async def node(url: str) -> int:
+            # Every other node with hosts on the path delivers to its own hosts and says how many received it.
+            try:
+                response = await self._forward(forward, url)
+            except RelayError:
+                return 0
+            return int(response.headers.get("X-Relay-Receivers", "0")) if response.status == 202 else 0
+
+        counts = await asyncio.gather(*(one(link) for link in links),
+                                      *(node(url) for url, _ in forward.remote.values()))
+        delivered = sum(counts)
         if not delivered:
             raise ListenerUnavailable(f"no service on '{endpoint.path}' received the message")
         return web.Response(status=202, headers={"X-Relay-Receivers": str(delivered)})
 
+    # ---- between nodes -------------------------------------------------------------------------------------------
+    def _node_auth(self) -> str:
+        """A short-lived token of the namespace's Manage rule: nodes share the configuration, so they share it."""
+        expires, token = self._node_token
+        now = time.time()
+        if now < expires - 30:
+            return token
+        rule = next((r for r in self.gateway.namespace.rules if Right.MANAGE in r.rights), None)
+        if rule is None:
+            raise ListenerUnavailable("cluster forwarding needs a namespace rule with the Manage right")
+        token = build_token(f"http://cluster/{_CLUSTER_AUDIENCE}", rule.name, rule.primary_key, int(now) + 120)
+        self._node_token = (now + 120, token)
+        return token
+
+    def _check_node_token(self, token: str) -> None:
+        try:
+            self.gateway.namespace.authorize(token, _CLUSTER_AUDIENCE, Right.MANAGE, now=time.time())
+        except RelayError:
+            raise AuthorizationError("forwarded call without a valid node token") from None
+
+    async def _forward(self, forward: "_Forward", node_url: str) -> web.Response:
+        """Send a call, already authorized here, to another node that has a host for it."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+                total=self.gateway.config.request_timeout + 5), auto_decompress=False)
+        request = forward.request
+        url = node_url.rstrip("/") + request.rel_url.raw_path
+        if request.rel_url.raw_query_string:
+            url += "?" + request.rel_url.raw_query_string
+        headers = {**forward.headers, FORWARDED_HEADER: self._node_auth(), PUBLIC_URL_HEADER: forward.public_url}
+        try:
+            async with self._session.request(request.method, url, data=forward.body, headers=headers,
+                                             allow_redirects=False) as reply:
+                body = await reply.read()
+                out = web.Response(status=reply.status, reason=reply.reason, body=body)
+                for name, value in reply.headers.items():
+                    if name.lower() not in msgs.HOP_BY_HOP and name.lower() not in ("date", "server"):
+                        out.headers.add(name, value)
+                return out
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ListenerUnavailable(f"the node hosting this service is unreachable ({exc.__class__.__name__})") \
+                from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
     # ---- discovery -----------------------------------------------------------------------------------------------
-    def discovery_feed(self, request: web.Request) -> web.Response:
+    async def discovery_feed(self, request: web.Request) -> web.Response:
         """Atom feed of public endpoints (ServiceRegistrySettings, spec wcf-relay §1.4)."""
         scheme = "https" if request.secure else "http"
         base = (self.gateway.config.public_url or f"{scheme}://{request.host}").rstrip("/")
@@ -351,9 +498,14 @@ class WcfRelayExtension:
         etree.SubElement(feed, f"{{{ATOM_NS}}}title").text = "Publicly Listed Services"
         etree.SubElement(feed, f"{{{ATOM_NS}}}id").text = base + "/"
         etree.SubElement(feed, f"{{{ATOM_NS}}}updated").text = now
-        for endpoint in sorted(self.endpoints.values(), key=lambda e: e.path.lower()):
+        listed = {e.path.lower(): e for e in self.endpoints.values() if e.links}
+        if self.gateway.directory.clustered:
+            for path, registration in (await self.gateway.directory.all_links()).items():
+                if path.lower() not in listed:
+                    listed[path.lower()] = RelayEndpoint(path, lk.Registration.from_query(registration))
+        for endpoint in sorted(listed.values(), key=lambda e: e.path.lower()):
             reg = endpoint.registration
-            if reg.discovery is not lk.Discovery.PUBLIC or not endpoint.links:
+            if reg.discovery is not lk.Discovery.PUBLIC:
                 continue
             address = f"{base}/{endpoint.path}"
             entry = etree.SubElement(feed, f"{{{ATOM_NS}}}entry")

@@ -8,6 +8,7 @@ from wcfrelay import compat as _compat
 # measure is in place whatever order a formatter sorts the modules' own imports in.
 _compat.ensure_spyne_importable()
 
+from wcfrelay.service.host import AddressAlreadyInUse, ConnectionStatus, RelayEndpoint, RelayServiceHost
 from wcfrelay.service.spyne_app import (
     DEFAULT_MAX_REQUEST_SIZE,
     Protocol,
@@ -19,6 +20,10 @@ from wcfrelay.service.spyne_app import (
 )
 
 __all__ = [
+    "AddressAlreadyInUse",
+    "ConnectionStatus",
+    "RelayEndpoint",
+    "RelayServiceHost",
     "DEFAULT_MAX_REQUEST_SIZE",
     "Protocol",
     "SoapResult",
