@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     if cli_client is not None:
         cli_client.add_listen_parser(sub)
         cli_client.add_send_parser(sub)
+    from .migrate.cli import add_migrate_parser
+
+    add_migrate_parser(sub)
     return parser
 
 

@@ -89,11 +89,16 @@ class Link:
     """One service host's link for one endpoint."""
 
     endpoint: "RelayEndpoint"
-    sock: GatewaySocket
+    sock: GatewaySocket | None  # None until its 101 has been sent
     client: str
     token_expiry: float
     pending: dict[str, asyncio.Future] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ready: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def usable(self) -> bool:
+        return self.sock is None or self.sock.is_open
 
 
 @dataclass(eq=False)
@@ -150,13 +155,16 @@ class WcfRelayExtension:
     async def _find(self, path: str) -> tuple[RelayEndpoint, str] | None:
         """The endpoint a request path names: this node's first, then (in a cluster) any node's."""
         name, suffix = urls.split_entity(path, lambda n: n.lower() in self.endpoints, hc=False)
+        hc_name, _ = urls.split_entity(path, self.gateway.namespace.is_known, hc=False)
+        if hc_name and len(hc_name) > len(name):
+            return None  # the longest registered name wins, whichever layer it belongs to
         if name:
             return self.endpoints[name.lower()], suffix
         if not self.gateway.directory.clustered:
             return None
         paths = await self._cluster_paths()
         name, suffix = urls.split_entity(path, lambda n: n.lower() in paths, hc=False)
-        if not name:
+        if not name or (hc_name and len(hc_name) > len(name)):
             return None
         real_path, registration = paths[name.lower()]
         return RelayEndpoint(real_path, lk.Registration.from_query(registration)), suffix
@@ -236,15 +244,26 @@ class WcfRelayExtension:
             raise Conflict(f"'{path}' is a hybrid connection")
         key = check_upgrade(request.method, request.headers)
         self.gateway._check_capacity()
-        sock = await upgrade(request, handshake_headers(key, None), label=f"wcf-link:{path}")
         if endpoint is None or not endpoint.links:
             endpoint = RelayEndpoint(path, registration)
             self._remember(endpoint)
         expiry = parse_token(token).expiry if token else time.time() + 3600
-        link = Link(endpoint, sock, client, expiry)
+        # Registered before the 101 goes out: a host that sees its handshake succeed is already routable.
+        # Calls that pick the link meanwhile wait for `ready`.
+        link = Link(endpoint, None, client, expiry)
         endpoint.links.append(link)
-        self.gateway.sockets += 1
         await self.gateway.directory.add_link(path, link.id, registration.to_query())
+        try:
+            sock = await upgrade(request, handshake_headers(key, None), label=f"wcf-link:{path}")
+        except BaseException:
+            endpoint.links.remove(link)
+            await self.gateway.directory.remove_link(path, link.id)
+            link.ready.set_exception(ListenerUnavailable("the service host went away during its handshake"))
+            link.ready.exception()
+            raise
+        link.sock = sock
+        link.ready.set_result(None)
+        self.gateway.sockets += 1
         log.info("wcf link online: %s (%s) from %s, %d hosts", path, registration.binding.value, client,
                  len(endpoint.links))
         watchdog = asyncio.create_task(self._watch(link))
@@ -266,17 +285,19 @@ class WcfRelayExtension:
     async def _watch(self, link: Link) -> None:
         cfg = self.gateway.config
         loop = asyncio.get_running_loop()
-        while link.sock.is_open:
+        sock = link.sock
+        assert sock is not None
+        while sock.is_open:
             await asyncio.sleep(min(cfg.ping_interval, 5.0))
             if time.time() > link.token_expiry + cfg.token_grace:
-                await link.sock.close(1008, "token expired: renew it with renewToken")
+                await sock.close(1008, "token expired: renew it with renewToken")
                 return
-            idle = loop.time() - link.sock.last_seen
+            idle = loop.time() - sock.last_seen
             if idle > 2 * cfg.ping_interval + 5:
-                link.sock.abort()
+                sock.abort()
                 return
-            if idle >= cfg.ping_interval and link.sock.is_open:
-                link.sock.send_frame(fr.OP_PING, b"")
+            if idle >= cfg.ping_interval and sock.is_open:
+                sock.send_frame(fr.OP_PING, b"")
 
     async def _pump(self, link: Link) -> None:
         """Read the host's messages: each is one binary message, bounded by the endpoint's message size."""
@@ -284,6 +305,7 @@ class WcfRelayExtension:
         parts: list[bytes] = []
         size = 0
         sock = link.sock
+        assert sock is not None
         try:
             while True:
                 kind, value = await sock.receive()
@@ -318,7 +340,8 @@ class WcfRelayExtension:
             except RelayError as exc:
                 raise AuthenticationError(f"token renewal rejected: {exc.reason}") from None
             return
-        link.sock.send_frame(fr.OP_BINARY, lk.encode(lk.LinkError("hosts may not send that message")))
+        if link.sock is not None:
+            link.sock.send_frame(fr.OP_BINARY, lk.encode(lk.LinkError("hosts may not send that message")))
 
     # ---- callers -------------------------------------------------------------------------------------------------
     async def handle_call(self, request: web.Request, endpoint: RelayEndpoint, suffix: str) -> web.StreamResponse:
@@ -370,7 +393,7 @@ class WcfRelayExtension:
         forward = _Forward(request, headers, body, public_url, remote)
         if registration.binding is lk.Binding.NET_EVENT:
             return await self._multicast(endpoint, call, frame, forward)
-        links = [lnk for lnk in endpoint.links if lnk.sock.is_open]
+        links = [lnk for lnk in endpoint.links if lnk.usable]
         if not links and remote:
             # No host here: hand the call to a node that has one (hosts on this node are preferred: one hop less).
             node = self._random.choice(sorted(remote))
@@ -403,19 +426,21 @@ class WcfRelayExtension:
         fut: asyncio.Future = loop.create_future()
         link.pending[call.id] = fut
         try:
+            await link.ready
+            assert link.sock is not None
             link.sock.send_frame(fr.OP_BINARY, frame)
             await link.sock.drain()
             return await asyncio.wait_for(fut, self.gateway.config.request_timeout)
         except asyncio.TimeoutError:
             raise RelayTimeout("the service did not respond in the required time") from None
-        except ConnectionClosed:
+        except (ConnectionClosed, ListenerUnavailable):
             raise ListenerUnavailable("the service host disconnected during the call") from None
         finally:
             link.pending.pop(call.id, None)
 
     async def _multicast(self, endpoint: RelayEndpoint, call: lk.Call, frame: bytes,
                          forward: "_Forward") -> web.Response:
-        links = [lnk for lnk in endpoint.links if lnk.sock.is_open]
+        links = [lnk for lnk in endpoint.links if lnk.usable]
         if not links and not forward.remote:
             raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
 
