@@ -1,0 +1,265 @@
+"""``python -m bench [--quick|--smoke] [--uvloop] [--profile] [--only 1,3] [--out DIR]``.
+
+Starts everything on free loopback ports (gateway, nginx, the direct servers, the listener, load clients), runs
+the scenarios with baseline and relayed rounds interleaved, and writes ``<out>/<mode>[-uvloop]/results.json``,
+``results.md`` and PNG charts, plus ``<out>/README.md`` indexing every result set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import raise_nofile
+from bench.modes import MODES, Mode
+from bench.procs import ROOT, BenchError, Gateway, Nginx, WorkerProc, run_wrk
+from bench.scenarios import HTTP_ENTITY, SCENARIOS, WS_ENTITY, Ctx
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {"python": platform.python_version()}
+    for mod in ("aiohttp", "websockets", "uvloop", "matplotlib"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional
+            out[mod] = "absent"
+    exe = Nginx.binary()
+    if exe:
+        r = subprocess.run([exe, "-v"], capture_output=True, text=True, check=False)
+        out["nginx"] = (r.stderr or r.stdout).strip().split("/")[-1]
+    if shutil.which("wrk"):
+        r = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        out["wrk"] = ((r.stdout or r.stderr).strip().splitlines() or ["?"])[0][:60]
+    return out
+
+
+def _commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False,
+                           timeout=10)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1] if __doc__ else None)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="small sizes, about three minutes")
+    g.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves the machinery (tests)")
+    p.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop (via bench/launch_gateway.py)")
+    p.add_argument("--peer-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                   help="event loop of clients, direct servers and listeners (default uvloop if installed)")
+    p.add_argument("--profile", action="store_true",
+                   help="after scenarios 1 and 3, profile the gateway with py-spy during one extra relayed run")
+    p.add_argument("--only", help="comma-separated scenario numbers, e.g. 1,3 (default: all)")
+    p.add_argument("--http-listener", choices=["sdk", "raw"], default="sdk",
+                   help="who answers relayed HTTP: the SDK HybridConnectionListener (default) or the bench's own")
+    p.add_argument("--gateway-log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results base folder (default bench/results)")
+    p.add_argument("--rounds", type=int, help="override the mode's number of rounds")
+    p.add_argument("--render", type=Path, metavar="DIR",
+                   help="only rewrite results.md, the charts and the index from DIR/results.json (no measuring)")
+    return p.parse_args(argv)
+
+
+def render(folder: Path) -> int:
+    """Rebuild results.md, charts and the index from an existing results.json (profiles re-summarised)."""
+    import json
+
+    from bench.profiling import summarise_collapsed
+
+    results = json.loads((folder / "results.json").read_text())
+    for sc in results.get("scenarios", []):
+        prof = sc.get("profile")
+        if prof and "file" in prof and (folder / prof["file"]).exists():
+            prof.update(summarise_collapsed((folder / prof["file"]).read_text(errors="replace")))
+    report.write_all(results, folder)
+    report.write_index(folder.parent)
+    print(f"rewrote {folder / 'results.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        return render(args.render)
+    mode: Mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.rounds:
+        from dataclasses import replace
+
+        mode = replace(mode, rounds=args.rounds, scale_rounds=args.rounds, slow_rounds=args.rounds)
+    only = {s.strip() for s in args.only.split(",")} if args.only else None
+    set_name = mode.name + ("-uvloop" if args.uvloop else "")
+    out = args.out / set_name
+    peer_uvloop = args.peer_loop == "uvloop"
+    if peer_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            peer_uvloop = False
+    if args.uvloop:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            print("--uvloop needs uvloop installed (pip install uvloop)", file=sys.stderr)
+            return 2
+    raise_nofile()
+    started = time.monotonic()
+    log_lines: list[str] = []
+
+    def log(text: str) -> None:
+        stamp = f"[{time.monotonic() - started:6.1f}s] "
+        print(stamp + text, flush=True)
+        log_lines.append(stamp + text)
+
+    meta: dict[str, Any] = {
+        "mode": mode.name, "set": set_name, "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(), "loadavg_before": _loadavg(), "gateway_uvloop": args.uvloop,
+        "peer_loop": "uvloop" if peer_uvloop else "asyncio", "gateway_log_level": args.gateway_log_level,
+        "commit": _commit(), "versions": _versions(), "params": mode.as_dict(),
+        "load_generators": "wrk (HTTP) and bench.worker processes (WebSocket), each separate from the gateway",
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="wcfrelay-bench-"))
+    log(f"bench {set_name}: temp dir {tmp}, results to {out}")
+    workers: list[WorkerProc] = []
+    gw: Gateway | None = None
+    nginx: Nginx | None = None
+    scenarios: list[dict] = []
+
+    def make_worker(name: str) -> WorkerProc:
+        return WorkerProc(name, tmp / "logs", uvloop=peer_uvloop)
+
+    try:
+        srv = make_worker("direct-servers")
+        workers.append(srv)
+        ports = srv.call("serve_direct")
+        lis = make_worker("listener")
+        workers.append(lis)
+        cli = make_worker("client")
+        workers.append(cli)
+        gw = Gateway.start(tmp / "gateway", uvloop=args.uvloop, log_level=args.gateway_log_level)
+        listen_info = lis.call("listen", gw=gw.info([WS_ENTITY, HTTP_ENTITY]), ws_entity=WS_ENTITY,
+                               http_entity=HTTP_ENTITY, http_listener=args.http_listener)
+        meta["listeners"] = {k: v for k, v in listen_info.items() if k != "ok"}
+        meta["peer_loop_reported"] = cli.loop
+        try:
+            nginx = Nginx.start(tmp / "nginx", upstream_http=ports["http_port"], upstream_ws=ports["ws_port"])
+            meta["nginx"] = "nginx reverse proxy, 1 worker, streaming (proxy_buffering off), keepalive upstream"
+        except BenchError as exc:
+            meta["nginx"] = f"not available: {exc}"
+            log(f"nginx baseline unavailable: {exc}")
+        ctx = Ctx(mode=mode, tmp=tmp, out=out, gw=gw, nginx=nginx, srv=srv, lis=lis, cli=cli, ports=ports,
+                  gateway_uvloop=args.uvloop, gateway_log_level=args.gateway_log_level, log=log,
+                  listen_info=listen_info, make_worker=make_worker)
+        log(f"gateway pid {gw.pid} port {gw.port} ({'uvloop' if args.uvloop else 'asyncio'}); "
+            f"HTTP listener: {listen_info.get('http_listener')}")
+        for sid, fn in SCENARIOS:
+            if only and sid not in only:
+                continue
+            log(f"scenario {sid}: {fn.__name__}")
+            t0 = time.monotonic()
+            needs_wrk = sid in ("3", "4")
+            if needs_wrk and shutil.which("wrk") is None:
+                from bench.stats import ScenarioResult
+
+                sc = ScenarioResult(sid, fn.__name__, fn.__name__, {})
+                sc.data["status"] = "skipped"
+                sc.note("wrk is not installed (Debian package wrk)")
+            else:
+                try:
+                    sc = fn(ctx)
+                except BenchError as exc:
+                    from bench.stats import ScenarioResult
+
+                    sc = ScenarioResult(sid, fn.__name__, fn.__name__, {})
+                    sc.data["status"] = "error"
+                    sc.note(f"failed: {exc}"[:600])
+                    log(f"  scenario {sid} failed: {exc}")
+            if not gw.alive():
+                raise BenchError("the gateway died during scenario " + sid)
+            if args.profile and sid in ("1", "3") and sc.data["status"] == "measured":
+                sc.data["profile"] = _profile(ctx, sid, out)
+            sc.data["seconds"] = time.monotonic() - t0
+            scenarios.append(sc.data)
+            log(f"  scenario {sid} done in {sc.data['seconds']:.1f}s")
+    except BenchError as exc:
+        log(f"bench aborted: {exc}")
+        meta["aborted"] = str(exc)
+    finally:
+        for w in workers:
+            w.close()
+        if nginx is not None:
+            nginx.stop()
+        if gw is not None:
+            gw.stop()
+            meta["gateway_log_tail"] = [_redact(x) for x in
+                                        gw.log_path.read_text(errors="replace").splitlines()[-20:]]
+    meta["loadavg_after"] = _loadavg()
+    meta["duration_s"] = time.monotonic() - started
+    results = {"meta": meta, "scenarios": scenarios, "log": log_lines}
+    report.write_all(results, out)
+    report.write_index(args.out)
+    log(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    if "aborted" not in meta:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        log(f"logs kept in {tmp}")
+    print((out / "results.md").read_text().split("\n## Targets")[0])
+    return 1 if "aborted" in meta else 0
+
+
+def _redact(line: str) -> str:
+    """No key or signature ever reaches a results file."""
+    import re
+
+    line = re.sub(r"SharedAccessKey=[^;\s]+", "SharedAccessKey=<redacted>", line)
+    return re.sub(r"sig=[^&\s]+", "sig=<redacted>", line)
+
+
+def _profile(ctx: Ctx, sid: str, out: Path) -> dict:
+    from bench import profiling
+
+    out.mkdir(parents=True, exist_ok=True)
+    m = ctx.mode
+    target = out / f"profile-s{sid}.txt"
+    try:
+        if sid == "1":
+            url, headers = ctx.ws("relayed", "sink", f"n={m.profile_bulk_bytes}")
+            workload = f"bulk {m.profile_bulk_bytes >> 20} MiB in 64 KiB messages"
+            prof = profiling.profile_pid(ctx.gw.pid, target, lambda: ctx.cli.call(
+                "bulk", url=url, headers=headers, total=m.profile_bulk_bytes, msg_size=m.bulk_msg))
+        else:
+            url, token = ctx.http("relayed", "hello")
+            conns = max(m.http_conns)
+            workload = f"wrk -c{conns} for {m.profile_http_seconds}s"
+            prof = profiling.profile_pid(ctx.gw.pid, target, lambda: run_wrk(
+                url, connections=conns, seconds=m.profile_http_seconds, script_dir=ctx.tmp, token=token))
+        prof["workload"] = workload
+        ctx.log(f"  profile written to {target}")
+        return prof
+    except (RuntimeError, BenchError, OSError) as exc:
+        return {"error": str(exc)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The benchmark suite's machinery works: ``python -m bench --smoke`` runs every scenario with tiny sizes and
+writes well-formed results. No speed is asserted: a test must never fail because the machine is slow."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_FACTOR = float(os.environ.get("WCFRELAY_TIMEOUT_FACTOR", "1"))
+
+SCENARIO_IDS = ["1", "2", "3", "4", "5", "6", "7", "8"]
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k not in ("WCFRELAY_UVLOOP", "WCFRELAY_CPROFILE")}
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120 * TIMEOUT_FACTOR, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    path = out / "smoke" / "results.json"
+    assert path.exists(), done.stdout[-3000:]
+    results = json.loads(path.read_text())
+    results["_out"] = str(out / "smoke")
+    results["_base"] = str(out)
+    return results
+
+
+def test_every_scenario_is_present(smoke: dict) -> None:
+    ids = [sc["id"] for sc in smoke["scenarios"]]
+    assert ids == SCENARIO_IDS
+    assert smoke["meta"]["mode"] == "smoke"
+    assert "aborted" not in smoke["meta"]
+
+
+def test_soap_is_a_marked_placeholder_not_a_number(smoke: dict) -> None:
+    soap = next(sc for sc in smoke["scenarios"] if sc["id"] == "5")
+    assert soap["status"] == "not_measurable"
+    assert "not yet measurable: needs the WCF relay host" in soap["notes"]
+    assert soap["metrics"] == []
+
+
+def test_measured_scenarios_have_numbers_where_expected(smoke: dict) -> None:
+    have_wrk = shutil.which("wrk") is not None
+    for sc in smoke["scenarios"]:
+        if sc["id"] == "5":
+            continue
+        if sc["id"] in ("3", "4") and not have_wrk:
+            assert sc["status"] == "skipped"
+            continue
+        assert sc["status"] == "measured", sc
+        assert sc["metrics"], sc["id"]
+        # the first metric of every scenario is its headline figure: the relayed path must have a number
+        head = sc["metrics"][0]
+        assert _number(head["relayed"]["median"]), (sc["id"], head)
+        for row in sc["metrics"]:
+            assert set(row) >= {"metric", "unit", "relayed", "baselines", "ratios", "targets"}
+            for s in [row["relayed"], *row["baselines"].values(), *row["ratios"].values()]:
+                assert s["median"] is None or _number(s["median"])
+            for t in row["targets"]:
+                assert t["pass"] in (True, False, None)
+                assert isinstance(t["text"], str) and t["text"]
+
+
+def test_baselines_ran_beside_the_relay(smoke: dict) -> None:
+    bulk = next(sc for sc in smoke["scenarios"] if sc["id"] == "1")
+    throughput = bulk["metrics"][0]
+    assert _number(throughput["baselines"]["direct"]["median"])
+    assert _number(throughput["ratios"]["direct"]["median"])
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        assert _number(throughput["baselines"]["nginx"]["median"])
+
+
+def test_targets_are_all_reported(smoke: dict) -> None:
+    texts = {(sc["id"], t["text"]) for sc in smoke["scenarios"] for row in sc["metrics"] for t in row["targets"]}
+    ids = {sid for sid, _ in texts}
+    assert {"1", "2", "6", "7", "8"} <= ids
+    if shutil.which("wrk"):
+        assert "3" in ids
+
+
+def test_markdown_and_charts_are_written(smoke: dict) -> None:
+    out = Path(smoke["_out"])
+    md = (out / "results.md").read_text()
+    assert "| Scenario | Metric | Baseline(s) | Relayed | Ratio | Target | Pass/fail | Spread" in md
+    assert "not yet measurable: needs the WCF relay host" in md
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert smoke["charts"]
+    for name in smoke["charts"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (Path(smoke["_base"]) / "README.md").exists()
+
+
+def test_no_key_or_signature_reaches_the_results(smoke: dict) -> None:
+    import re
+
+    out = Path(smoke["_out"])
+    for name in ("results.json", "results.md"):
+        text = (out / name).read_text()
+        assert not re.search(r"SharedAccessKey=(?!<redacted>)", text), name
+        assert not re.search(r"sig=(?!<redacted>)", text), name
