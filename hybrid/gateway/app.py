@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import logging
 import random
 import time
@@ -200,7 +201,8 @@ class Gateway:
         self.failed_listens = FailureLimiter(config.failed_listen_limit)
         self.extensions: list[Extension] = []
         self.sockets = 0
-        self._random = random.SystemRandom()
+        # Best-effort fairness is all spec §4 asks; ids that must be unguessable use os.urandom instead.
+        self._random = random.Random(os.urandom(16))
 
     # ---- application ---------------------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -377,7 +379,9 @@ class Gateway:
             c for c in self.listeners.get(entity.name.lower(), ()) if c.sock.is_open]
         remote = await self.directory.remote_listeners(entity.name) if self.directory.clustered else []
         candidates = local + list(remote)
-        return self._random.choice(candidates) if candidates else None
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        return self._random.choice(candidates)
 
     def rendezvous_authority(self, target: ListenerChannel | ListenerRef) -> tuple[str, str]:
         """Scheme and authority of rendezvous addresses: the listener's own view locally, this node's URL when
@@ -472,13 +476,14 @@ class Gateway:
         lsock.attach(accepted.request)
         ssock.attach(request)
         self.sockets += 2
-        log.info("relay %s open on %s", tracking_id[:36], entity.name)
+        log.debug("relay %s open on %s", tracking_id[:36], entity.name)
         try:
             await ssock.done
             await lsock.done
         finally:
             self.sockets -= 2
-            log.info("relay %s closed on %s (%s)", tracking_id[:36], entity.name, ssock.close_code or lsock.close_code)
+            log.debug("relay %s closed on %s (%s)", tracking_id[:36], entity.name,
+                      ssock.close_code or lsock.close_code)
         return ssock.response
 
     async def handle_accept(self, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
@@ -604,8 +609,9 @@ class Gateway:
 
     async def _wait(self, fut: asyncio.Future, deadline: float, what: str) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())):
+                return await fut
+        except TimeoutError:
             raise RelayTimeout(what) from None
 
     async def _stream_body(self, request: web.Request, sock: GatewaySocket) -> None:
@@ -625,22 +631,49 @@ class Gateway:
         reason = urls.sanitize_reason(message.status_description or "") or None
         if message.status_code in (502, 504):
             log.info("listener answered %d, which is reserved for the gateway", message.status_code)
-        response = web.StreamResponse(status=message.status_code, reason=reason)
-        for name, value in msgs.response_headers_for_sender(message.response_headers, via=f"1.1 {request.host}"):
-            response.headers.add(name, value)
+        headers = msgs.response_headers_for_sender(message.response_headers, via=f"1.1 {request.host}")
         no_body = request.method == "HEAD" or message.status_code in (204, 304) or message.status_code < 200
         if no_body and pipe is not None:
             pipe.abandon()
             pipe = None
-        if pipe is None:
-            if not no_body:
-                response.content_length = 0
+        # Buffer up to the inline limit: a small body (the common case) goes out in one write with its length.
+        first: list[bytes] = []
+        rest = None
+        if pipe is not None:
+            size = 0
+            rest = pipe.__aiter__()
+            try:
+                async for chunk in rest:
+                    first.append(chunk)
+                    size += len(chunk)
+                    if size > msgs.INLINE_BODY_LIMIT:
+                        break
+                else:
+                    rest = None
+            except RelayError as exc:
+                pipe.abandon()
+                raise ListenerUnavailable(f"the listener failed while sending the response: {exc.reason}") from None
+        if no_body:
+            # No body and no invented Content-Length (for HEAD the listener's real length is unknown).
+            response = web.StreamResponse(status=message.status_code, reason=reason)
+            for name, value in headers:
+                response.headers.add(name, value)
             await response.prepare(request)
             await response.write_eof()
             return response
+        if rest is None:
+            response = web.Response(status=message.status_code, reason=reason, body=b"".join(first))
+            for name, value in headers:
+                response.headers.add(name, value)
+            return response
+        assert pipe is not None
+        response = web.StreamResponse(status=message.status_code, reason=reason)
+        for name, value in headers:
+            response.headers.add(name, value)
         await response.prepare(request)
         try:
-            async for chunk in pipe:
+            await response.write(b"".join(first))
+            async for chunk in rest:
                 await response.write(chunk)
         except RelayError:
             # Headers are out: the only honest signal left is to cut the connection before the end.

@@ -8,11 +8,12 @@ a sender arriving between two listeners gets "no listener" rather than "no such 
 
 from __future__ import annotations
 
+import collections
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from ..auth import Right, SasRule, check_token
+from ..auth import Right, SasRule, check_token, parse_token
 from ..errors import AuthenticationError, BadRequest, EndpointNotFound, QuotaExceeded
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ __all__ = ["Entity", "Namespace", "MAX_ENTITIES"]
 MAX_ENTITIES = 10_000
 #: Tolerated clock difference when a token is presented (renewal has its own, longer grace).
 CLOCK_SKEW = 30.0
+#: Verified (token, entity, claim) triples remembered; each entry is a few hundred bytes.
+VERIFIED_CACHE = 4096
 _SEGMENT = re.compile(r"^[A-Za-z0-9._\-]{1,260}$")
 
 
@@ -46,6 +49,8 @@ class Namespace:
         self.rules: list[SasRule] = list(config.rules)
         self.dynamic = config.dynamic
         self._entities: dict[str, Entity] = {}
+        self._verified: collections.OrderedDict[tuple[str, str, Right], tuple[SasRule, int]] = \
+            collections.OrderedDict()
         for hc in config.hybrid_connections.values():
             self._entities[hc.name.lower()] = Entity(
                 name=hc.name,
@@ -99,5 +104,19 @@ class Namespace:
             return None
         if not token:
             raise AuthenticationError("missing token: send it in the ServiceBusAuthorization header")
-        return check_token(token, entity=entity_name, needed=needed, rules=self.rules_for(entity_name), now=now,
+        # A client sends the same token with every request; verifying it once per (token, entity, claim) is
+        # enough while it is unexpired. Only successes are cached, and expiry is checked on every use.
+        key = (token, entity_name.lower(), needed)
+        hit = self._verified.get(key)
+        if hit is not None:
+            rule, expiry = hit
+            if expiry + CLOCK_SKEW >= now:
+                self._verified.move_to_end(key)
+                return rule
+            del self._verified[key]
+        rule = check_token(token, entity=entity_name, needed=needed, rules=self.rules_for(entity_name), now=now,
                            skew=CLOCK_SKEW)
+        self._verified[key] = (rule, parse_token(token).expiry)
+        if len(self._verified) > VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return rule

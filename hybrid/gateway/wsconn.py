@@ -115,15 +115,21 @@ class GatewaySocket:
     def _relay(self, events: list) -> None:
         peer = self.peer
         assert peer is not None
-        write = peer._transport.write
+        # Everything one read produced goes out in one write: a header and its payload in one system call.
+        out: list[bytes] = []
         for ev in events:
             kind = ev[0]
             if kind == fr.DATA:
-                write(ev[1])
+                out.append(ev[1])
             elif kind == fr.HEADER:
-                write(fr.frame_header(ev[1], ev[2], ev[3]))
+                out.append(fr.frame_header(ev[1], ev[2], ev[3]))
             elif kind == fr.CONTROL:
+                if out:
+                    peer._transport.write(b"".join(out) if len(out) > 1 else out[0])
+                    out = []
                 self._relay_control(ev[1], ev[2])
+        if out:
+            peer._transport.write(b"".join(out) if len(out) > 1 else out[0])
         if peer._protocol.writing_paused and not self._paused:
             self.pause_reading()
             self._loop.create_task(self._resume_after(peer))
@@ -234,8 +240,12 @@ class GatewaySocket:
     def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
         if self._eof or self.close_sent:
             raise ConnectionClosed(f"{self.label}: socket closed")
-        self._transport.write(fr.frame_header(fin, opcode, len(payload)))
-        if payload:
+        header = fr.frame_header(fin, opcode, len(payload))
+        # One write, one system call; past 64 KiB the copy costs more than the second call saves.
+        if len(payload) <= 65536:
+            self._transport.write(header + payload)
+        else:
+            self._transport.write(header)
             self._transport.write(payload)
 
     async def drain(self) -> None:
