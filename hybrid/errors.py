@@ -9,6 +9,7 @@
     ├── QuotaExceeded               403: too many listeners, too many attempts
     ├── BadRequest (ValueError)     400: unknown action, malformed URL or query
     ├── ListenerUnavailable         502: nobody is listening
+    │   └── NodeUnreachable         the listener's node is gone (the gateway retries another listener)
     ├── RelayTimeout (TimeoutError) 504: the listener did not answer in time
     ├── RendezvousExpired           403: accept/request id unknown, reused or expired
     ├── ConfigError (ValueError)    a configuration file or flag is wrong; names the file and key
@@ -34,6 +35,7 @@ __all__ = [
     "ConnectionClosed",
     "PayloadTooLarge",
     "FramingError",
+    "NodeUnreachable",
 ]
 
 
@@ -125,6 +127,12 @@ class ListenerUnavailable(RelayError):
 
     http_status = 502
     close_code = 1011
+    code = "ListenerUnavailable"
+
+
+class NodeUnreachable(ListenerUnavailable):
+    """The gateway node that holds the chosen listener did not receive the message."""
+
     code = "ListenerUnavailable"
 
 

@@ -32,6 +32,7 @@ from ..errors import (
     ConnectionClosed,
     EndpointNotFound,
     ListenerUnavailable,
+    NodeUnreachable,
     PayloadTooLarge,
     ProtocolError,
     QuotaExceeded,
@@ -62,6 +63,8 @@ __all__ = ["Gateway", "GATEWAY_KEY", "Extension"]
 log = logging.getLogger("hybrid.gateway")
 
 GATEWAY_KEY: web.AppKey["Gateway"] = web.AppKey("gateway")
+#: How many listeners a sender is offered to when the chosen one's node turns out to be gone.
+DELIVERY_ATTEMPTS = 3
 #: Chunk size when streaming a request body to a listener.
 STREAM_CHUNK = 64 * 1024
 
@@ -401,7 +404,8 @@ class Gateway:
         sent = await self.directory.send(target.node, {"type": "control", "listener": target.id, "text": text,
                                                        "from": self.directory.node_id, "pending": pending_id})
         if not sent:
-            raise ListenerUnavailable("the listener's gateway node is unreachable")
+            self.directory.suspect(target.node)
+            raise NodeUnreachable("the listener's gateway node is unreachable")
 
     async def _on_node_message(self, message: dict[str, Any]) -> None:
         """Messages from other nodes: control messages for our listeners, and delivery failures."""
@@ -431,9 +435,6 @@ class Gateway:
                                  anonymous_ok=not entity.requires_client_authorization)
         key = check_upgrade(request.method, request.headers)
         self._check_capacity()
-        target = await self.choose_target(entity)
-        if target is None:
-            raise EndpointNotFound("there are no listeners connected for the endpoint")
         tracking_id = new_tracking_id(params.get("sb-hc-id"))
         connect_headers = {
             k: v for k, v in msgs.join_headers(request.headers.items()).items()
@@ -442,14 +443,23 @@ class Gateway:
         pending = PendingAccept(tracking_id, entity.name, time.monotonic() + self.config.accept_timeout)
         self.pending_accepts[tracking_id] = pending
         try:
-            scheme, authority = self.rendezvous_authority(target)
-            address = urls.build_rendezvous_address(scheme=scheme, authority=authority, entity=entity.name,
-                                                    suffix=suffix, app_query=urls.filter_query(raw_query),
-                                                    action=urls.Action.ACCEPT, tracking_id=tracking_id)
             host, port = request.transport.get_extra_info("peername")[:2] if request.transport else ("", 0)
-            await self.deliver(target, msgs.encode(msgs.Accept(address, tracking_id, connect_headers,
-                                                               msgs.RemoteEndpoint(str(host), int(port)))),
-                               tracking_id)
+            for attempt in range(DELIVERY_ATTEMPTS):
+                target = await self.choose_target(entity)
+                if target is None:
+                    raise EndpointNotFound("there are no listeners connected for the endpoint")
+                scheme, authority = self.rendezvous_authority(target)
+                address = urls.build_rendezvous_address(scheme=scheme, authority=authority, entity=entity.name,
+                                                        suffix=suffix, app_query=urls.filter_query(raw_query),
+                                                        action=urls.Action.ACCEPT, tracking_id=tracking_id)
+                try:
+                    await self.deliver(target, msgs.encode(msgs.Accept(address, tracking_id, connect_headers,
+                                                                       msgs.RemoteEndpoint(str(host), int(port)))),
+                                       tracking_id)
+                    break
+                except NodeUnreachable:
+                    if attempt == DELIVERY_ATTEMPTS - 1:
+                        raise  # nobody got the accept: another listener may take the sender
             try:
                 outcome = await asyncio.wait_for(asyncio.shield(pending.outcome), self.config.accept_timeout)
             except asyncio.TimeoutError:
@@ -541,10 +551,17 @@ class Gateway:
                                                   authorization_required=entity.requires_client_authorization)
         self.namespace.authorize(token, entity.name, Right.SEND, now=time.time(),
                                  anonymous_ok=not entity.requires_client_authorization)
-        target = await self.choose_target(entity)
-        if target is None:
-            raise ListenerUnavailable("there are no listeners connected for the endpoint")
-        return await self.relay_http(request, entity, target, raw_query, strip_auth)
+        for attempt in range(DELIVERY_ATTEMPTS):
+            target = await self.choose_target(entity)
+            if target is None:
+                raise ListenerUnavailable("there are no listeners connected for the endpoint")
+            try:
+                return await self.relay_http(request, entity, target, raw_query, strip_auth)
+            except NodeUnreachable:
+                # Nothing was sent yet (the control message reached nobody): another listener can take it.
+                if attempt == DELIVERY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def relay_http(self, request: web.Request, entity: Entity, target: ListenerChannel | ListenerRef,
                          raw_query: str, strip_auth: bool) -> web.StreamResponse:

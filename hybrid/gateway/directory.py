@@ -107,6 +107,10 @@ class Directory:
     async def node_url_of(self, node: str) -> str | None:
         return None
 
+    def suspect(self, node: str) -> None:
+        """A message to ``node`` reached nobody: route around it until its heartbeat has had time to expire."""
+        return None
+
     def status(self) -> dict[str, Any]:
         return {"node": self.node_id, "directory": "local", "redis": "off"}
 
@@ -134,6 +138,7 @@ class RedisDirectory(Directory):
         self.p = prefix
         self.healthy = False
         self._alive: set[str] = set()
+        self._suspects: dict[str, float] = {}  # node -> until when it is skipped
         self._entities: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._on_message: MessageHandler | None = None
@@ -303,9 +308,12 @@ class RedisDirectory(Directory):
             self._degrade(exc)
             return []
         refs = []
+        now = time.monotonic()
         for lid, node in entries.items():
             node_s = node.decode() if isinstance(node, bytes) else node
-            if node_s != self.node_id and node_s in self._alive:
+            if node_s in self._suspects and self._suspects[node_s] < now:
+                del self._suspects[node_s]
+            if node_s != self.node_id and node_s in self._alive and node_s not in self._suspects:
                 refs.append(ListenerRef(node_s, lid.decode() if isinstance(lid, bytes) else lid))
         return refs
 
@@ -405,6 +413,9 @@ class RedisDirectory(Directory):
             self._degrade(exc)
             return None
         return value.decode() if isinstance(value, bytes) else value
+
+    def suspect(self, node: str) -> None:
+        self._suspects[node] = time.monotonic() + NODE_TTL
 
     def status(self) -> dict[str, Any]:
         return {"node": self.node_id, "directory": "redis", "redis": "up" if self.healthy else "down",
