@@ -225,6 +225,10 @@ class Gateway:
                  "redis" if self.directory.clustered else "local", node_url)
 
     async def stop(self) -> None:
+        for ext in self.extensions:
+            close = getattr(ext, "close", None)
+            if close is not None:
+                await close()
         await self.directory.close()
 
     def _snapshot(self) -> LocalState:
