@@ -4,15 +4,22 @@ Each binding names what a WCF Relay binding of the same name meant, as far as a 
 gateway can tell, and maps onto the listener link (:class:`wcfrelay.link.Registration`) plus the Spyne protocol
 the service must speak:
 
-==========================  ==============  =======================================  ============================
-binding                     link binding    what callers send                        Spyne protocol
-==========================  ==============  =======================================  ============================
-BasicHttpRelayBinding       ``basicHttp``   SOAP 1.1 request/reply (WS-I BP 1.1)     ``soap11``
-WS2007HttpRelayBinding      ``ws2007Http``  SOAP 1.2 + WS-Addressing 1.0, no security ``soap12``
-WebHttpRelayBinding         ``webHttp``     plain HTTP (query/form/JSON in, JSON out)  ``http``
-NetOnewayRelayBinding       ``netOneway``   SOAP 1.2 one-way, one receiver, <= 64 KB  ``soap12``
-NetEventRelayBinding        ``netEvent``    SOAP 1.2 one-way to every receiver        ``soap12``
-==========================  ==============  =======================================  ============================
+============================  ==============  =========================================  ==========================
+binding                       link binding    what callers send                          Spyne protocol
+============================  ==============  =========================================  ==========================
+BasicHttpRelayBinding         ``basicHttp``   SOAP 1.1 request/reply (WS-I BP 1.1)       ``soap11``
+WS2007HttpRelayBinding        ``ws2007Http``  SOAP 1.2 + WS-Addressing 1.0, no security  ``soap12``
+WebHttpRelayBinding           ``webHttp``     plain HTTP (query/form/JSON in, JSON out)  ``http``
+NetOnewayRelayBinding         ``netOneway``   SOAP 1.2 one-way, one receiver, <= 64 KB   ``soap12``
+NetEventRelayBinding          ``netEvent``    SOAP 1.2 one-way to every receiver         ``soap12``
+HybridConnectionRelayBinding  (none)          SOAP over relayed HTTP, and over one       ``soap12`` (or ``soap11``)
+                                              hybrid WebSocket with callbacks
+============================  ==============  =========================================  ==========================
+
+:class:`HybridConnectionRelayBinding` is what :mod:`wcfrelay.migrate` calls ``hybridConnection`` (the home of
+former NetTcpRelayBinding endpoints): no listener link, but a Hybrid Connections listener on the hybrid connection
+named by the endpoint's path. Callers use the same ``http(s)://gateway/{path}`` URL and WSDL as with
+BasicHttpRelayBinding, or one hybrid WebSocket carrying SOAP envelopes as messages (see docs/soap-over-hybrid.md).
 
 ``client_authentication`` is WCF's ``RelayClientAuthenticationType``: ``relayAccessToken`` (the default: every
 caller needs a Send token) or ``none`` (anyone may call; the service does its own access control). The host
@@ -35,6 +42,7 @@ from wcfrelay import link
 
 __all__ = [
     "BasicHttpRelayBinding",
+    "HybridConnectionRelayBinding",
     "NetEventRelayBinding",
     "NetOnewayRelayBinding",
     "RelayBinding",
@@ -47,6 +55,11 @@ __all__ = [
 
 ClientAuthentication = Literal["relayAccessToken", "none"]
 SpyneProtocol = Literal["soap11", "soap12", "http"]
+
+#: the name ``wcfrelay.migrate`` (host.toml ``binding = …``) gives :class:`HybridConnectionRelayBinding`
+HYBRID_CONNECTION = "hybridConnection"
+#: the largest message a hybrid endpoint may be configured for (hybrid connections stream; the host enforces it)
+HYBRID_MAX_MESSAGE = 2**31 - 1
 
 #: spellings accepted for ``client_authentication`` (WCF's enum names, the link's values, any case)
 _CLIENT_AUTH = {
@@ -75,8 +88,8 @@ def link_message_limit(max_message: int) -> int:
 class RelayBinding:
     """What every relay binding has. Use one of the subclasses."""
 
-    #: the link binding this maps to; set by each subclass
-    link_binding: ClassVar[link.Binding]
+    #: the link binding this maps to; set by each subclass (None: no listener link, see HybridConnectionRelayBinding)
+    link_binding: ClassVar[link.Binding | None]
     #: the Spyne protocol (``build_application(protocol=…)``) the service must use on this binding
     protocol: ClassVar[SpyneProtocol]
 
@@ -215,8 +228,78 @@ class NetEventRelayBinding(RelayBinding):
     protocol: ClassVar[SpyneProtocol] = "soap12"
 
 
+@dataclass(frozen=True)
+class HybridConnectionRelayBinding(RelayBinding):
+    """The service on a hybrid connection (Hybrid Connections protocol) instead of a listener link.
+
+    The host runs a :class:`hybrid.client.HybridConnectionListener` on the hybrid connection named by the endpoint's
+    path. Two kinds of callers reach it there:
+
+    * relayed HTTP (``http=True``): ``POST http(s)://gateway/{path}`` with a SOAP envelope and ``GET …?wsdl``,
+      exactly as with :class:`BasicHttpRelayBinding` (or WS2007Http for a SOAP 1.2 service), so moving a service
+      here is a configuration change for its callers;
+    * SOAP over a hybrid WebSocket (``websocket=True``): one sender WebSocket carries SOAP envelopes as text
+      messages, many calls in flight correlated by WS-Addressing ``MessageID``/``RelatesTo``, and one-way
+      callbacks from the service to the caller (duplex contracts): the open counterpart of NetTcpRelayBinding.
+
+    The application may speak SOAP 1.2 (the default, what ``wcfrelay migrate`` plans) or SOAP 1.1.
+    ``client_authentication`` is informational here: whether senders need a token is a property of the hybrid
+    connection on the gateway (``requires_client_authorization`` in gateway.toml), not of the listener.
+    ``max_calls_per_connection`` bounds the calls in flight on one WebSocket (past it the host stops reading that
+    socket). ``max_received_message_size`` (default 16 MiB) bounds one request or WebSocket message.
+    """
+
+    link_binding: ClassVar[link.Binding | None] = None
+    protocol: ClassVar[SpyneProtocol] = "soap12"
+    #: the Spyne protocols an application on this binding may use
+    protocols: ClassVar[tuple[str, ...]] = ("soap12", "soap11")
+
+    http: bool = True
+    websocket: bool = True
+    max_calls_per_connection: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.http or self.websocket):
+            raise ConfigError("HybridConnectionRelayBinding: enable http, websocket or both")
+        count = self.max_calls_per_connection
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+            raise ConfigError(f"max_calls_per_connection must be between 1 and 10000, not {count!r}")
+
+    @property
+    def one_way(self) -> bool:
+        return False
+
+    @property
+    def multicast(self) -> bool:
+        return False
+
+    @property
+    def size_limit(self) -> int:
+        return HYBRID_MAX_MESSAGE
+
+    @property
+    def max_message(self) -> int:
+        return self.max_received_message_size if self.max_received_message_size is not None \
+            else link.DEFAULT_MAX_MESSAGE
+
+    @property
+    def ws_addressing(self) -> bool:
+        return True
+
+    def registration(self, path: str, registry: ServiceRegistrySettings | None = None) -> link.Registration:
+        raise ConfigError(f"{self.name} registers no listener link: the endpoint {path!r} is a hybrid connection")
+
+    def check_protocol(self, protocol: str) -> None:
+        if protocol not in self.protocols:
+            raise ConfigError(
+                f"{self.name} needs a SOAP application (build_application(..., protocol='soap12') or 'soap11'), "
+                f"but this one speaks {protocol!r}"
+            )
+
+
 _BY_LINK: dict[link.Binding, type[RelayBinding]] = {
-    cls.link_binding: cls
+    cls.link_binding: cls  # type: ignore[misc]
     for cls in (
         BasicHttpRelayBinding,
         WS2007HttpRelayBinding,
@@ -228,14 +311,17 @@ _BY_LINK: dict[link.Binding, type[RelayBinding]] = {
 
 
 def binding_for(name: str | link.Binding, **options: object) -> RelayBinding:
-    """A binding object from its link name (``"basicHttp"``) or class name (``"BasicHttpRelayBinding"``)."""
+    """A binding object from its link name (``"basicHttp"``), ``"hybridConnection"``, or class name
+    (``"BasicHttpRelayBinding"``)."""
     if isinstance(name, link.Binding):
         return _BY_LINK[name](**options)  # type: ignore[arg-type]
+    if name.lower() in (HYBRID_CONNECTION.lower(), HybridConnectionRelayBinding.__name__.lower()):
+        return HybridConnectionRelayBinding(**options)  # type: ignore[arg-type]
     for binding, cls in _BY_LINK.items():
         if name in (binding.value, cls.__name__) or name.lower() in (binding.value.lower(), cls.__name__.lower()):
             return cls(**options)  # type: ignore[arg-type]
     raise ConfigError(
-        f"unknown binding {name!r}; expected one of " + ", ".join(b.value for b in _BY_LINK)
+        f"unknown binding {name!r}; expected one of " + ", ".join([b.value for b in _BY_LINK] + [HYBRID_CONNECTION])
     )
 
 

@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     if cli_client is not None:
         cli_client.add_listen_parser(sub)
         cli_client.add_send_parser(sub)
+    from .forward import add_forward_parser
     from .migrate.cli import add_migrate_parser
 
+    add_forward_parser(sub)
     add_migrate_parser(sub)
     return parser
 

@@ -130,48 +130,86 @@ async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel:
     """Read what a listener sends on a control channel or an HTTP rendezvous: responses, bodies, renewals.
 
     A body is the one binary message right after its ``response`` (spec §2.1); any other binary message,
-    such as the empty one hyco-https sends after ``body:false`` (§2.4), is read and dropped.
+    such as the empty one hyco-https sends after ``body:false`` (§2.4), is read and dropped. A body up to the
+    inline limit is collected and handed over whole, in one wake-up of the waiting request; a larger one is
+    streamed through a bounded :class:`BodyPipe`.
     """
-    body: BodyPipe | None = None  # the pipe the next binary message feeds
-    current: BodyPipe | None = None  # the pipe the binary message in progress feeds
+    announced: tuple[PendingRequest | None, msgs.Response] | None = None  # a response waiting for its body
+    target: tuple[PendingRequest | None, msgs.Response] | None = None  # whose body is arriving now
+    collected: list[bytes] | None = None
+    size = 0
+    pipe: BodyPipe | None = None
     try:
         while True:
             kind, value = await sock.receive()
             if kind == BDATA:
-                if current is not None:
-                    await current.put(value)
+                if pipe is not None:
+                    await pipe.put(value)
+                elif collected is not None:
+                    collected.append(value)
+                    size += len(value)
+                    if size > msgs.INLINE_BODY_LIMIT:  # too big to hold: stream the rest
+                        pipe = BodyPipe()
+                        _hand_over(target, pipe)
+                        for chunk in collected:
+                            await pipe.put(chunk)
+                        collected = None
             elif kind == BSTART:
-                current, body = body, None
+                target, announced = announced, None
+                collected, size = ([], 0) if target is not None and target[0] is not None else (None, 0)
             elif kind == BEND:
-                if current is not None:
-                    current.finish()
-                current = None
+                if pipe is not None:
+                    pipe.finish()
+                elif collected is not None:
+                    _hand_over(target, b"".join(collected))
+                target, pipe, collected = None, None, None
             elif kind == TEXT:
-                if body is not None:  # a body was announced but another message came: the listener broke §2.1
-                    body.finish(ProtocolError("listener sent no body after body:true"))
-                    body = None
-                body = handle_listener_message(gateway, sock, channel, value)
+                if announced is not None:  # a body was announced but another message came: the listener broke §2.1
+                    _fail(announced, ProtocolError("listener sent no body after body:true"))
+                announced = handle_listener_message(gateway, sock, channel, value)
             elif kind == CLOSED:
                 break
     except RelayError as exc:
         sock.fail(exc.close_code if exc.close_code != 1011 else 1008, exc.reason)
     finally:
-        for pipe in (body, current):
-            if pipe is not None:
-                pipe.finish(ListenerUnavailable("the listener disconnected while sending the response"))
+        gone = ListenerUnavailable("the listener disconnected while sending the response")
+        if pipe is not None:
+            pipe.finish(gone)
+        for waiting in (announced, target):
+            if waiting is not None:
+                _fail(waiting, gone)
+
+
+def _hand_over(target: tuple[PendingRequest | None, msgs.Response] | None, body: bytes | BodyPipe) -> None:
+    if target is None or target[0] is None:
+        return
+    pending, message = target
+    if not pending.response.done():
+        pending.response.set_result((message, body))
+    elif isinstance(body, BodyPipe):
+        body.abandon()
+
+
+def _fail(target: tuple[PendingRequest | None, msgs.Response], error: RelayError) -> None:
+    pending = target[0]
+    if pending is not None and not pending.response.done():
+        pending.response.set_exception(error)
+        pending.response.exception()
 
 
 def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
-                            text: bytes) -> BodyPipe | None:
+                            text: bytes) -> tuple[PendingRequest | None, msgs.Response] | None:
+    """Act on one control message; returns the response whose body comes next, if any."""
     message = msgs.parse_message(text)
     if isinstance(message, msgs.Response):
         pending = gateway.pending_requests.get(message.request_id)
         if pending is None or pending.response.done():
             log.info("response for unknown or finished request %s ignored", message.request_id[:80])
-            return BodyPipe() if message.body else None  # swallow its body
-        pipe = BodyPipe() if message.body else None
-        pending.response.set_result((message, pipe))
-        return pipe
+            return (None, message) if message.body else None  # its body is read and dropped
+        if not message.body:
+            pending.response.set_result((message, None))
+            return None
+        return pending, message
     if isinstance(message, msgs.RenewToken):
         if channel is None:
             raise ProtocolError("renewToken is only valid on the control channel")
@@ -612,10 +650,10 @@ class Gateway:
                 rendezvous.send_text(msgs.encode(head))
                 if has_body:
                     await self._stream_body(request, rendezvous)
-            message, pipe = await self._wait(pending.response, deadline,
+            message, body = await self._wait(pending.response, deadline,
                                              "the request was routed to the listener but the listener did not "
                                              "respond in the required time")
-            return await self._send_response(request, message, pipe)
+            return await self._send_response(request, message, body)
         except ConnectionClosed as exc:
             raise ListenerUnavailable(f"the listener connection closed: {exc.reason}") from None
         finally:
@@ -648,17 +686,18 @@ class Gateway:
         await sock.drain()
 
     async def _send_response(self, request: web.Request, message: msgs.Response,
-                             pipe: BodyPipe | None) -> web.StreamResponse:
+                             body: bytes | BodyPipe | None) -> web.StreamResponse:
         reason = urls.sanitize_reason(message.status_description or "") or None
         if message.status_code in (502, 504):
             log.info("listener answered %d, which is reserved for the gateway", message.status_code)
         headers = msgs.response_headers_for_sender(message.response_headers, via=f"1.1 {request.host}")
         no_body = request.method == "HEAD" or message.status_code in (204, 304) or message.status_code < 200
+        pipe = body if isinstance(body, BodyPipe) else None
         if no_body and pipe is not None:
             pipe.abandon()
             pipe = None
         # Buffer up to the inline limit: a small body (the common case) goes out in one write with its length.
-        first: list[bytes] = []
+        first: list[bytes] = [body] if isinstance(body, bytes) else []
         rest = None
         if pipe is not None:
             size = 0

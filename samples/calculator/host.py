@@ -1,15 +1,21 @@
 """Host the Calculator behind a relay gateway: it dials out, so it needs no inbound port.
 
-Four endpoints, as a WCF Relay service would expose them:
+Five endpoints: four as a WCF Relay service would expose them, and the same service on a hybrid connection:
 
-=====================  ======================  ===========================================
-path                   binding                 who calls it
-=====================  ======================  ===========================================
-``calculator``         BasicHttpRelayBinding   zeep, suds, WCF BasicHttpBinding, raw SOAP 1.1
-``calculator/ws``      WS2007HttpRelayBinding  SOAP 1.2 + WS-Addressing callers (security None)
-``calculator/log``     NetOnewayRelayBinding   one-way Log/Notify messages, one receiver
-``calculator/events``  NetEventRelayBinding    one-way Notify to every host listening
-=====================  ======================  ===========================================
+=====================  ============================  =====================================================
+path                   binding                       who calls it
+=====================  ============================  =====================================================
+``calculator``         BasicHttpRelayBinding         zeep, suds, WCF BasicHttpBinding, raw SOAP 1.1
+``calculator/ws``      WS2007HttpRelayBinding        SOAP 1.2 + WS-Addressing callers (security None)
+``calculator/log``     NetOnewayRelayBinding         one-way Log/Notify messages, one receiver
+``calculator/events``  NetEventRelayBinding          one-way Notify to every host listening
+``calculator-hc``      HybridConnectionRelayBinding  SOAP 1.2 over relayed HTTP (``…/calculator-hc?wsdl``),
+                                                     and over one hybrid WebSocket with many calls in flight
+                                                     and callbacks (``samples.calculator.caller_websocket``)
+=====================  ============================  =====================================================
+
+The hybrid connection ``calculator-hc`` is created on first listen by a development gateway; a gateway with a
+declared namespace must declare it.
 
 Run it (the connection string needs a rule with the Listen claim)::
 
@@ -30,6 +36,7 @@ import sys
 from samples.calculator import service as calculator
 from wcfrelay.bindings import (
     BasicHttpRelayBinding,
+    HybridConnectionRelayBinding,
     NetEventRelayBinding,
     NetOnewayRelayBinding,
     ServiceRegistrySettings,
@@ -37,13 +44,15 @@ from wcfrelay.bindings import (
 )
 from wcfrelay.service.host import RelayServiceHost
 
-__all__ = ["build_host", "main"]
+__all__ = ["HYBRID_PATH", "build_host", "main"]
 
 ENV_VAR = "WCFRELAY_CONNECTION_STRING"
+#: the hybrid connection the Calculator also listens on
+HYBRID_PATH = "calculator-hc"
 
 
 def build_host(connection_string: str, *, plaintext: bool = False, **host_options: object) -> RelayServiceHost:
-    """The Calculator's four endpoints on one host (``host_options`` go to RelayServiceHost)."""
+    """The Calculator's five endpoints on one host (``host_options`` go to RelayServiceHost)."""
     host = RelayServiceHost(connection_string, tls=False if plaintext else None, **host_options)  # type: ignore[arg-type]
     host.add_endpoint(calculator.make_application("soap11"), "calculator", BasicHttpRelayBinding(),
                       ServiceRegistrySettings("public", "Calculator (BasicHttp)"))
@@ -51,6 +60,7 @@ def build_host(connection_string: str, *, plaintext: bool = False, **host_option
                       ServiceRegistrySettings("private"))
     host.add_endpoint(calculator.make_application("soap12"), "calculator/log", NetOnewayRelayBinding())
     host.add_endpoint(calculator.make_application("soap12"), "calculator/events", NetEventRelayBinding())
+    host.add_endpoint(calculator.make_application("soap12"), HYBRID_PATH, HybridConnectionRelayBinding())
     return host
 
 

@@ -156,9 +156,27 @@ class EndpointPlan:
         )
 
     def relay_binding(self) -> Any:
-        """The :mod:`wcfrelay.bindings` object for a legacy-layer endpoint, for ``RelayServiceHost.add_endpoint``."""
+        """The :mod:`wcfrelay.bindings` object for a legacy-layer endpoint, for ``RelayServiceHost.add_endpoint``
+        (:meth:`host_binding` covers hybrid endpoints too)."""
         if self.layer != "legacy" or self.binding is None:
             raise ValueError(f"{self.path}: a {self.layer} endpoint has no legacy relay binding")
+        from wcfrelay.bindings import binding_for
+
+        return binding_for(self.binding, client_authentication=self.client_auth,
+                           max_received_message_size=self.max_message)
+
+    def host_binding(self) -> Any:
+        """The :mod:`wcfrelay.bindings` object to host this endpoint with, on either layer.
+
+        Legacy endpoints get :meth:`relay_binding`; ``hybridConnection`` endpoints get
+        :class:`wcfrelay.bindings.HybridConnectionRelayBinding` (relayed HTTP and SOAP over a hybrid WebSocket on
+        the hybrid connection ``path``), so ``RelayServiceHost.add_endpoint(app, plan.path, plan.host_binding(),
+        plan.registry_settings())`` serves both layers alike.
+        """
+        if self.layer == "legacy":
+            return self.relay_binding()
+        if self.layer != "hybrid" or self.binding != HYBRID_BINDING:
+            raise ValueError(f"{self.path}: endpoint is not migrated (layer {self.layer!r}), so it has no binding")
         from wcfrelay.bindings import binding_for
 
         return binding_for(self.binding, client_authentication=self.client_auth,

@@ -8,7 +8,16 @@ from wcfrelay import compat as _compat
 # measure is in place whatever order a formatter sorts the modules' own imports in.
 _compat.ensure_spyne_importable()
 
-from wcfrelay.service.host import AddressAlreadyInUse, ConnectionStatus, RelayEndpoint, RelayServiceHost
+from wcfrelay.service.forward import SoapForwarder
+from wcfrelay.service.handler import EndpointHandler, callback_channel
+from wcfrelay.service.host import (
+    AddressAlreadyInUse,
+    ConnectionStatus,
+    HybridEndpoint,
+    RelayEndpoint,
+    RelayServiceHost,
+)
+from wcfrelay.service.websocket import CallbackChannel
 from wcfrelay.service.spyne_app import (
     DEFAULT_MAX_REQUEST_SIZE,
     Protocol,
@@ -20,6 +29,11 @@ from wcfrelay.service.spyne_app import (
 )
 
 __all__ = [
+    "CallbackChannel",
+    "EndpointHandler",
+    "HybridEndpoint",
+    "SoapForwarder",
+    "callback_channel",
     "AddressAlreadyInUse",
     "ConnectionStatus",
     "RelayEndpoint",

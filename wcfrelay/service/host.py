@@ -15,6 +15,16 @@ the ``reply``. Calls are independent tasks, so one slow operation never holds up
     async with host:
         await host.wait_closed()
 
+An endpoint whose binding is :class:`~wcfrelay.bindings.HybridConnectionRelayBinding` has no link: the host runs a
+:class:`~hybrid.client.HybridConnectionListener` on the hybrid connection named by its path instead
+(:class:`HybridEndpoint`). Relayed HTTP requests (``POST http(s)://gateway/{path}``, ``GET …?wsdl``) reach the
+same service as on a legacy binding, and hybrid WebSocket senders carry SOAP envelopes as messages, many calls at
+once, with callbacks to the caller (:mod:`wcfrelay.service.websocket`). Legacy and hybrid endpoints can serve one
+service side by side in one host.
+
+An endpoint's handler is a Spyne application or any :class:`~wcfrelay.service.handler.EndpointHandler`, such as
+:class:`~wcfrelay.service.forward.SoapForwarder`, which forwards every request to an existing HTTP service.
+
 Connection status follows WCF's ``IConnectionStatus``: ``status`` is Online, Connecting or Offline,
 ``last_error`` keeps the latest failure, and ``on_online`` / ``on_connecting`` / ``on_offline`` are called on each
 change (for the whole host; each :class:`RelayEndpoint` has its own too). A lost link is re-established with
@@ -31,6 +41,7 @@ import concurrent.futures
 import functools
 import inspect
 import logging
+import re
 import signal
 import ssl as ssl_module
 import time
@@ -44,6 +55,9 @@ from websockets.exceptions import InvalidStatus
 
 from hybrid.auth import ConnectionString
 from hybrid.client._transport import USER_AGENT
+from hybrid.client.connection import RelayedConnection
+from hybrid.client.http import RelayedHttpRequest, RelayedHttpResponse
+from hybrid.client.listener import AcceptContext, HybridConnectionListener
 from hybrid.client.status import ListenerStatus, translate_connect_error
 from hybrid.client.tokens import (
     DEFAULT_TOKEN_TTL,
@@ -66,11 +80,21 @@ from hybrid.errors import (
 from wcfrelay import link, soap
 from wcfrelay.bindings import (
     BasicHttpRelayBinding,
+    HybridConnectionRelayBinding,
     RelayBinding,
     ServiceRegistrySettings,
     link_message_limit,
 )
+from wcfrelay.service.handler import (
+    EndpointHandler,
+    ServiceRequest,
+    SpyneHandler,
+    error_result,
+    header_value,
+    response_headers,
+)
 from wcfrelay.service.spyne_app import SoapResult, SpyneBytesApp
+from wcfrelay.service.websocket import CallbackChannel, SoapWebSocketSession, hard_message_limit
 
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL",
@@ -78,6 +102,7 @@ __all__ = [
     "AddressAlreadyInUse",
     "Backoff",
     "ConnectionStatus",
+    "HybridEndpoint",
     "RelayEndpoint",
     "RelayServiceHost",
     "aggregate_status",
@@ -85,8 +110,10 @@ __all__ = [
     "link_refusal",
     "link_url",
     "precheck_one_way",
+    "reconnect_ladder",
     "run_call",
     "split_address",
+    "via_public_base",
 ]
 
 log = logging.getLogger("wcfrelay.host")
@@ -297,12 +324,45 @@ def precheck_one_way(app: SpyneBytesApp, call: link.Call, body: bytes) -> SoapRe
 
 def bound_reply(app: SpyneBytesApp, result: SoapResult, max_message: int) -> SoapResult:
     """``result``, or a Receiver fault when its body exceeds the binding's message size (the gateway would drop it)."""
+    return _bound(app.soap_version, result, max_message)
+
+
+def _bound(version: soap.SoapVersion | None, result: SoapResult, max_message: int) -> SoapResult:
     if len(result.body) <= max_message:
         return result
     error = PayloadTooLarge(f"the service's response is {len(result.body)} bytes; this endpoint's limit is "
                             f"{max_message} (max_received_message_size)")
     error.http_status = 500
-    return _error_result(app, error, keep_status=False)
+    return error_result(version, error, keep_status=False)
+
+
+def reconnect_ladder(initial: float, maximum: float, factor: float = 2.0) -> tuple[float, ...]:
+    """The host's backoff (``initial`` doubling up to ``maximum``) as a listener's reconnect ladder."""
+    backoff = Backoff(initial, maximum, factor)
+    delays = [backoff.next_delay()]
+    while delays[-1] < maximum and len(delays) < 64:
+        delays.append(backoff.next_delay())
+    return tuple(delays)
+
+
+#: characters a path keeps when it is percent-encoded again (RFC 3986 pchar and "/")
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+_HOST_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
+
+
+def via_public_base(headers: Mapping[str, str], *, tls: bool) -> str | None:
+    """``http(s)://host[:port]`` the caller used, from the ``Via`` entry the gateway appends (its last one).
+
+    The gateway adds ``1.1 {Host}`` after whatever the caller sent, so the last entry is the gateway's own; None
+    when there is no such entry or it does not look like ``host[:port]``.
+    """
+    via = header_value(headers, "Via")
+    if not via:
+        return None
+    last = via.rsplit(",", 1)[-1].split()
+    if len(last) < 2 or not _HOST_PORT.fullmatch(last[1]):
+        return None
+    return f"{'https' if tls else 'http'}://{last[1]}"
 
 
 # ------------------------------------------------------------------------------------------------- endpoints
@@ -319,32 +379,27 @@ class _Link:
         self.opened_at = time.monotonic()
 
 
-class RelayEndpoint:
-    """One service endpoint of a :class:`RelayServiceHost`: address, binding, service, and its link's status."""
+class _Endpoint:
+    """What every endpoint kind has: address, binding, handler, and a connection status with callbacks."""
 
-    def __init__(self, host: RelayServiceHost, app: SpyneBytesApp, authority: str, path: str, tls: bool,
+    def __init__(self, host: RelayServiceHost, handler: EndpointHandler, authority: str, path: str, tls: bool,
                  binding: RelayBinding, registry: ServiceRegistrySettings | None) -> None:
         self.host = host
-        self.app = app
+        #: what runs each request: a SpyneHandler, a SoapForwarder, …
+        self.handler = handler
+        #: the Spyne application (None when the handler is not Spyne, e.g. a forwarder)
+        self.app: SpyneBytesApp | None = handler.app if isinstance(handler, SpyneHandler) else None
         self.authority = authority
         self.path = path
         self.tls = tls
         self.binding = binding
         self.registry = registry or ServiceRegistrySettings()
-        self.registration = binding.registration(path, self.registry)
         self.on_online: StatusCallback | None = None
         self.on_connecting: StatusCallback | None = None
         self.on_offline: StatusCallback | None = None
-        #: how many link handshakes were attempted, renewals sent, and ``error`` messages the gateway sent
-        self.connect_attempts = 0
-        self.renewals = 0
-        self.link_errors: list[link.LinkError] = []
         self._status = ConnectionStatus.OFFLINE
         self._last_error: BaseException | None = None
-        self._link: _Link | None = None
-        self._run_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._backoff = host._new_backoff()
 
     # -- public surface -------------------------------------------------------------------------------
 
@@ -364,11 +419,6 @@ class RelayEndpoint:
         return f"{'https' if self.tls else 'http'}://{self.authority}/{quote(self.path, safe='/')}"
 
     @property
-    def url(self) -> str:
-        """The link URL this endpoint opens."""
-        return link_url(self.authority, self.path, self.registration, tls=self.tls)
-
-    @property
     def status(self) -> ConnectionStatus:
         return self._status
 
@@ -385,7 +435,7 @@ class RelayEndpoint:
         return len(self._tasks)
 
     def __repr__(self) -> str:
-        return f"RelayEndpoint({self.address!r}, {self.binding.name}, status={self._status.value})"
+        return f"{type(self).__name__}({self.address!r}, {self.binding.name}, status={self._status.value})"
 
     # -- status ---------------------------------------------------------------------------------------
 
@@ -403,6 +453,35 @@ class RelayEndpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+
+class RelayEndpoint(_Endpoint):
+    """One legacy-binding endpoint of a :class:`RelayServiceHost`: address, binding, service, and its link's status."""
+
+    def __init__(self, host: RelayServiceHost, handler: EndpointHandler | SpyneBytesApp, authority: str, path: str,
+                 tls: bool, binding: RelayBinding, registry: ServiceRegistrySettings | None) -> None:
+        if isinstance(handler, SpyneBytesApp):
+            handler = SpyneHandler(handler)
+        super().__init__(host, handler, authority, path, tls, binding, registry)
+        self.registration = binding.registration(path, self.registry)
+        #: how many link handshakes were attempted, renewals sent, and ``error`` messages the gateway sent
+        self.connect_attempts = 0
+        self.renewals = 0
+        self.link_errors: list[link.LinkError] = []
+        self._link: _Link | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._backoff = host._new_backoff()
+
+    @property
+    def url(self) -> str:
+        """The link URL this endpoint opens."""
+        return link_url(self.authority, self.path, self.registration, tls=self.tls)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -578,6 +657,14 @@ class RelayEndpoint:
 
     async def _handle_call(self, channel: _Link, call: link.Call, body: bytes) -> None:
         ws = channel.ws
+        if self.app is None:
+            # Another kind of handler (a forwarder): the whole request in, the whole answer out.
+            # The gateway hands over the path decoded; handlers get it percent-encoded, as hybrid requests carry it.
+            request = ServiceRequest(method=call.method, path=quote(call.path or "/", safe=_PATH_SAFE),
+                                     query=call.query, headers=call.headers, body=body, public_url=call.public_url)
+            result = await self.handler.handle(request, self.host._run_in_pool)
+            await self._send_reply(ws, call, _bound(self.handler.soap_version, result, self.binding.max_message))
+            return
         # A GET on a one-way endpoint (``?wsdl``) is no message to deliver: it is answered like any request.
         if call.one_way and call.method.upper() not in ("GET", "HEAD"):
             refusal = await self.host._run_in_pool(precheck_one_way, self.app, call, body)
@@ -599,11 +686,162 @@ class RelayEndpoint:
         await self._send_reply(ws, call, bound_reply(self.app, result, self.binding.max_message))
 
     async def _send_reply(self, ws: ClientConnection, call: link.Call, result: SoapResult) -> None:
-        headers = {"Content-Type": result.content_type} if result.content_type else {}
+        headers = response_headers(result)
         try:
             await ws.send(link.encode(link.Reply(call.id, result.status, headers), result.body))
         except WsConnectionClosed:
             log.info("%s: link closed before the reply to call %s was sent", self.address, call.id)
+
+
+class HybridEndpoint(_Endpoint):
+    """An endpoint on a hybrid connection (:class:`~wcfrelay.bindings.HybridConnectionRelayBinding`).
+
+    The host runs a :class:`~hybrid.client.HybridConnectionListener` on the hybrid connection named by ``path``
+    (``listener`` once open). Relayed HTTP requests go to the handler as on a legacy binding (``GET …?wsdl`` gets
+    the WSDL for ``http(s)://gateway/{path}``); each hybrid WebSocket sender gets a
+    :class:`~wcfrelay.service.websocket.SoapWebSocketSession`. The endpoint's status follows the listener's
+    Online/Connecting/Offline events; reconnects use the host's backoff as the listener's ladder, and a refusal
+    the listener does not retry (404: no such hybrid connection) takes the endpoint Offline for good.
+    """
+
+    def __init__(self, host: RelayServiceHost, handler: EndpointHandler, authority: str, path: str, tls: bool,
+                 binding: HybridConnectionRelayBinding, registry: ServiceRegistrySettings | None) -> None:
+        super().__init__(host, handler, authority, path, tls, binding, registry)
+        self.binding: HybridConnectionRelayBinding = binding
+        self.listener: HybridConnectionListener | None = None
+        #: the SOAP WebSocket sessions open now
+        self.sessions: set[SoapWebSocketSession] = set()
+        #: relayed HTTP requests and WebSocket connections served so far
+        self.http_requests = 0
+        self.websocket_connections = 0
+        self._http_in_flight = 0
+        self._was_online = False
+
+    @property
+    def url(self) -> str:
+        """Where WebSocket senders connect: ``ws(s)://authority/$hc/{path}``."""
+        return f"{'wss' if self.tls else 'ws'}://{self.authority}/$hc/{quote(self.path, safe='/')}"
+
+    @property
+    def calls_in_flight(self) -> int:
+        return self._http_in_flight + sum(session.in_flight for session in self.sessions)
+
+    @property
+    def callback_channels(self) -> list[CallbackChannel]:
+        """One :class:`~wcfrelay.service.websocket.CallbackChannel` per connected WebSocket caller (to push
+        callbacks outside a call, e.g. to every caller)."""
+        return [session.channel for session in self.sessions if not session.channel.closed]
+
+    def public_url(self, headers: Mapping[str, str] | None = None) -> str:
+        """``http(s)://gateway/{path}`` as callers see it: the host's ``public_url`` if set, else the address the
+        caller used (the gateway's ``Via`` entry), else the address the host dials."""
+        if self.host.public_url:
+            base = self.host.public_url
+        else:
+            base = via_public_base(headers or {}, tls=self.tls) or f"{'https' if self.tls else 'http'}://{self.authority}"
+        return f"{base.rstrip('/')}/{quote(self.path, safe='/')}"
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def _make_listener(self) -> HybridConnectionListener:
+        host = self.host
+        return HybridConnectionListener(
+            f"sb://{self.authority}/{self.path}",
+            host.token_provider,
+            tls=self.tls,
+            ssl=host.ssl,
+            accept_handler=self._accept,
+            connection_handler=self._serve_connection,
+            request_handler=self._serve_request,
+            on_online=lambda: self._listener_status(ConnectionStatus.ONLINE),
+            on_connecting=lambda: self._listener_status(ConnectionStatus.CONNECTING),
+            on_offline=lambda: self._listener_status(ConnectionStatus.OFFLINE),
+            reconnect_delays=reconnect_ladder(host.backoff_initial, host.backoff_max),
+            token_ttl=host.token_ttl,
+            renew_fraction=host.renew_fraction,
+            ping_interval=host.ping_interval,
+            ping_timeout=host.ping_timeout,
+            open_timeout=host.open_timeout,
+            max_message_size=hard_message_limit(self.binding.max_message),
+            proxy=host.proxy,
+        )
+
+    def _listener_status(self, status: ConnectionStatus) -> None:
+        listener = self.listener
+        if listener is not None and listener.last_error is not None:
+            self._last_error = listener.last_error
+            if status is not ConnectionStatus.ONLINE:
+                self.host._last_error = listener.last_error
+        if status is ConnectionStatus.ONLINE:
+            self._was_online = True
+        self._set_status(status)
+        if status is ConnectionStatus.OFFLINE and self._was_online and not self.host._closing:
+            # The listener gave up (it retries everything but "no such hybrid connection").
+            log.error("%s: giving up: %s", self.address, self._last_error)
+            self.host._endpoint_gave_up()
+
+    async def _open(self) -> None:
+        self._set_status(ConnectionStatus.CONNECTING)
+        self._was_online = False
+        self.listener = self._make_listener()
+        try:
+            await self.listener.open()
+        except BaseException as exc:
+            self._last_error = exc
+            self._set_status(ConnectionStatus.OFFLINE)
+            raise
+
+    async def _close(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            await listener.close()  # cancels its request and connection tasks
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.sessions.clear()
+        self._set_status(ConnectionStatus.OFFLINE)
+
+    # -- callers --------------------------------------------------------------------------------------
+
+    def _accept(self, context: AcceptContext) -> bool | tuple[int, str]:
+        if not self.binding.websocket:
+            return 405, "this endpoint takes no WebSocket senders (HybridConnectionRelayBinding websocket=False)"
+        return True
+
+    async def _serve_connection(self, connection: RelayedConnection) -> None:
+        self.websocket_connections += 1
+        session = SoapWebSocketSession(
+            connection, self.handler, self.host._run_in_pool,
+            public_url=self.public_url(connection.context.connect_headers if connection.context else None),
+            max_message=self.binding.max_message,
+            max_in_flight=self.binding.max_calls_per_connection,
+            limiter=self.host._limiter,
+            label=f"{self.address} ws {connection.tracking_id}",
+        )
+        self.sessions.add(session)
+        try:
+            await session.serve()
+        finally:
+            self.sessions.discard(session)
+
+    async def _serve_request(self, request: RelayedHttpRequest) -> RelayedHttpResponse:
+        if not self.binding.http:
+            return RelayedHttpResponse(405, body=b"this endpoint takes SOAP over WebSocket only",
+                                       headers={"Content-Type": "text/plain; charset=utf-8"})
+        self.http_requests += 1
+        limiter = self.host._limiter
+        if limiter is not None:
+            await limiter.acquire()
+        self._http_in_flight += 1
+        try:
+            return await self.handler.handle_http(
+                request, path=request.suffix or "/", public_url=self.public_url(request.headers),
+                max_message=self.binding.max_message, run=self.host._run_in_pool)
+        finally:
+            self._http_in_flight -= 1
+            if limiter is not None:
+                limiter.release()
 
 
 def _closed_error(exc: WsConnectionClosed) -> ConnectionClosed:
@@ -629,6 +867,16 @@ def _fire(callback: StatusCallback | None, spawn: Callable[[Awaitable[Any]], Any
 # ------------------------------------------------------------------------------------------------- the host
 
 
+def _check_public_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"public_url must be an absolute http(s) URL such as https://relay.example.com, "
+                          f"not {value!r}")
+    return value.strip().rstrip("/")
+
+
 class RelayServiceHost:
     """Hosts Spyne services on relay endpoints. See the module docstring.
 
@@ -640,6 +888,9 @@ class RelayServiceHost:
     ``max_workers`` threads run Spyne; at most ``max_concurrent_calls`` calls are in flight (past that the host
     stops reading its links, so the gateway holds further calls). Reconnect delays start at ``backoff_initial``
     and double up to ``backoff_max``.
+
+    ``public_url`` (``https://relay.example.com``) is the gateway's address as callers see it, for the WSDL of
+    hybrid endpoints; by default it is the address the caller used (legacy endpoints get it from the gateway).
     """
 
     def __init__(
@@ -661,6 +912,7 @@ class RelayServiceHost:
         ping_interval: float | None = 30.0,
         ping_timeout: float | None = 30.0,
         proxy: str | bool | None = True,
+        public_url: str | None = None,
         on_online: StatusCallback | None = None,
         on_connecting: StatusCallback | None = None,
         on_offline: StatusCallback | None = None,
@@ -701,7 +953,8 @@ class RelayServiceHost:
         self.on_online = on_online
         self.on_connecting = on_connecting
         self.on_offline = on_offline
-        self.endpoints: list[RelayEndpoint] = []
+        self.public_url = _check_public_url(public_url)
+        self.endpoints: list[RelayEndpoint | HybridEndpoint] = []
         self._status = ConnectionStatus.OFFLINE
         self._last_error: BaseException | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -719,13 +972,19 @@ class RelayServiceHost:
         address: str | None = None,
         binding: RelayBinding | None = None,
         registry: ServiceRegistrySettings | None = None,
-    ) -> RelayEndpoint:
-        """Add an endpoint: a Spyne ``Application`` (or a ready :class:`SpyneBytesApp`) at ``address``.
+    ) -> RelayEndpoint | HybridEndpoint:
+        """Add an endpoint: a Spyne ``Application`` (or a ready :class:`SpyneBytesApp`, or any
+        :class:`~wcfrelay.service.handler.EndpointHandler` such as a
+        :class:`~wcfrelay.service.forward.SoapForwarder`) at ``address``.
 
         ``address`` is ``sb://host[:port]/path`` or a path resolved against the connection string's Endpoint
         (default: its EntityPath). ``binding`` defaults to :class:`BasicHttpRelayBinding`; the application's
         protocol must fit it (``soap11`` for BasicHttp, ``soap12`` for WS2007Http/NetOneway/NetEvent, ``http`` for
-        WebHttp). ``registry`` decides whether the endpoint appears in the gateway's discovery feed.
+        WebHttp, ``soap12`` or ``soap11`` for HybridConnection). ``registry`` decides whether a legacy endpoint
+        appears in the gateway's discovery feed (hybrid connections are never listed).
+
+        A :class:`~wcfrelay.bindings.HybridConnectionRelayBinding` gives a :class:`HybridEndpoint` (a listener on the
+        hybrid connection ``path``); every other binding a :class:`RelayEndpoint` (a listener link).
         """
         if self._opened:
             raise RuntimeError("add endpoints before opening the host")
@@ -737,6 +996,31 @@ class RelayServiceHost:
             raise ConfigError("give the endpoint an address (a path or sb://host[:port]/path)")
         authority, path, scheme_tls = split_address(address, self.base_endpoint)
         tls = scheme_tls if self.tls is None else self.tls
+        handler = self._handler_for(application, binding, path)
+        for other in self.endpoints:
+            if (other.authority, other.path.lower()) == (authority, path.lower()):
+                raise ConfigError(f"an endpoint at {path!r} is already added to this host")
+        hybrid = isinstance(binding, HybridConnectionRelayBinding)
+        for other in self.endpoints:
+            legacy_path, hybrid_path = (other.path, path) if hybrid else (path, other.path)
+            if (isinstance(other, HybridEndpoint) != hybrid and other.authority == authority
+                    and hybrid_path.lower().startswith(legacy_path.lower() + "/")):
+                log.warning("hybrid endpoint %r lies under legacy endpoint %r: the gateway routes relayed HTTP to the "
+                            "legacy endpoint first, so only WebSocket senders reach the hybrid one; give it a path "
+                            "of its own", hybrid_path, legacy_path)
+        endpoint: RelayEndpoint | HybridEndpoint
+        if hybrid:
+            endpoint = HybridEndpoint(self, handler, authority, path, tls, binding, registry)  # type: ignore[arg-type]
+        else:
+            endpoint = RelayEndpoint(self, handler, authority, path, tls, binding, registry)
+        self.endpoints.append(endpoint)
+        return endpoint
+
+    def _handler_for(self, application: Any, binding: RelayBinding, path: str) -> EndpointHandler:
+        """The endpoint handler for what ``add_endpoint`` was given, checked against the binding."""
+        if isinstance(application, EndpointHandler):
+            application.attach(binding)
+            return application
         if isinstance(application, SpyneBytesApp):
             app = application
             binding.check_protocol(app.protocol)
@@ -744,8 +1028,8 @@ class RelayServiceHost:
             from spyne import Application
 
             if not isinstance(application, Application):
-                raise TypeError("application must be a spyne Application or a SpyneBytesApp, "
-                                f"not {type(application).__name__}")
+                raise TypeError("application must be a spyne Application, a SpyneBytesApp or an EndpointHandler "
+                                f"(e.g. a SoapForwarder), not {type(application).__name__}")
             probe = SpyneBytesApp(application, max_request_size=binding.max_message,
                                   ws_addressing=binding.ws_addressing)
             binding.check_protocol(probe.protocol)
@@ -758,12 +1042,7 @@ class RelayServiceHost:
             if request_reply:
                 log.warning("%s on %s: request/reply operations %s get one-way semantics here (the caller gets 202, "
                             "the reply is discarded)", binding.name, path, ", ".join(request_reply))
-        for other in self.endpoints:
-            if (other.authority, other.path.lower()) == (authority, path.lower()):
-                raise ConfigError(f"an endpoint at {path!r} is already added to this host")
-        endpoint = RelayEndpoint(self, app, authority, path, tls, binding, registry)
-        self.endpoints.append(endpoint)
-        return endpoint
+        return SpyneHandler(app)
 
     # -- status ---------------------------------------------------------------------------------------
 
@@ -781,7 +1060,7 @@ class RelayServiceHost:
         """The latest link failure of any endpoint."""
         return self._last_error
 
-    def _endpoint_status_changed(self, endpoint: RelayEndpoint) -> None:
+    def _endpoint_status_changed(self, endpoint: _Endpoint) -> None:
         status = aggregate_status(e.status for e in self.endpoints)
         if status is self._status:
             return
@@ -834,6 +1113,12 @@ class RelayServiceHost:
         """Close every link (calls in flight are abandoned; the gateway answers their callers) and stop."""
         self._closing = True
         await asyncio.gather(*(e._close() for e in self.endpoints), return_exceptions=True)
+        handlers = {id(e.handler): e.handler for e in self.endpoints}
+        for handler in handlers.values():
+            try:
+                await handler.aclose()
+            except Exception:
+                log.exception("closing %r failed", handler)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
