@@ -238,8 +238,11 @@ class WcfRelayExtension:
                        if getattr(mine, name) != getattr(theirs, name)]
             raise Conflict(f"'{path}' is already registered by other hosts with a different {', '.join(differs)} "
                            f"(binding {mine.binding.value})")
-        if endpoint is not None and len(endpoint.links) >= MAX_LINKS_PER_ENDPOINT:
-            raise QuotaExceeded(f"'{path}' already has {MAX_LINKS_PER_ENDPOINT} listeners, the most it allows")
+        hosts = (len(endpoint.links) if endpoint is not None else 0) + \
+            await self.gateway.directory.count_remote_links(path)
+        if hosts >= MAX_LINKS_PER_ENDPOINT:
+            raise QuotaExceeded(f"'{path}' already has {MAX_LINKS_PER_ENDPOINT} listeners in the cluster, the most "
+                                f"it allows")
         if self.gateway.namespace.is_known(path):
             raise Conflict(f"'{path}' is a hybrid connection")
         key = check_upgrade(request.method, request.headers)

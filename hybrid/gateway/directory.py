@@ -104,6 +104,10 @@ class Directory:
         """``{path: registration query}`` across the cluster (for the discovery feed)."""
         return {}
 
+    async def count_remote_links(self, path: str) -> int:
+        """How many hosts other live nodes have on ``path`` (for the cluster-wide listener limit)."""
+        return 0
+
     async def node_url_of(self, node: str) -> str | None:
         return None
 
@@ -390,6 +394,18 @@ class RedisDirectory(Directory):
                 for k, v in urls.items()}
         return {i["node"]: (urls.get(i["node"], ""), i["registration"]) for i in items
                 if i["node"] != self.node_id and urls.get(i["node"])}
+
+    async def count_remote_links(self, path: str) -> int:
+        if not self.healthy:
+            return 0
+        try:
+            # Every registered entry counts, as for hybrid connections: a dead node's are cleaned up within
+            # seconds, and until then erring towards "full" is the safe side of a limit.
+            entries = await self._redis.hgetall(self.p + f"wcf:{path.lower()}")
+            return sum(1 for value in entries.values() if json.loads(value).get("node") != self.node_id)
+        except Exception as exc:  # noqa: BLE001
+            self._degrade(exc)
+            return 0
 
     async def all_links(self) -> dict[str, str]:
         if not self.healthy:

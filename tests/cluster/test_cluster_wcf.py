@@ -105,3 +105,38 @@ def test_discovery_feed_lists_public_endpoints_of_all_nodes(cluster):
     finally:
         for thread in threads:
             thread.stop()
+
+
+def test_one_way_call_reaches_a_host_on_another_node(cluster):
+    from wcfrelay.bindings import NetOnewayRelayBinding
+    sink: list[str] = []
+    thread = host_on(cluster.nodes[2], "oneway", NetOnewayRelayBinding(), "h", sink, threading.Lock(),
+                     protocol="soap12")
+    try:
+        wait_for(lambda: notify(cluster.nodes[0], "oneway", "probe").status_code == 202, what="routable")
+        response = notify(cluster.nodes[0], "oneway", "across")
+        assert response.status_code == 202
+        wait_for(lambda: "across" in sink, what="the host to receive the message")
+    finally:
+        thread.stop()
+
+
+def test_host_limit_holds_across_the_cluster(cluster):
+    import websockets.sync.client as wsc
+
+    from wcfrelay import link as lk
+    query = lk.Registration(lk.Binding.BASIC_HTTP).to_query()
+    links = []
+    try:
+        for i in range(25):
+            node = cluster.nodes[i % 3]
+            links.append(wsc.connect(f"{node.ws_base}/$wcf/crowded?{query}",
+                                     additional_headers={"ServiceBusAuthorization": node.token("crowded")}))
+        for node in cluster.nodes:
+            with pytest.raises(Exception) as info:
+                wsc.connect(f"{node.ws_base}/$wcf/crowded?{query}",
+                            additional_headers={"ServiceBusAuthorization": node.token("crowded")})
+            assert "403" in str(info.value)
+    finally:
+        for ws in links:
+            ws.close()
