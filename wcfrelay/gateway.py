@@ -53,6 +53,8 @@ __all__ = ["WcfRelayExtension", "RelayEndpoint"]
 log = logging.getLogger("wcfrelay.gateway")
 
 MAX_LINKS_PER_ENDPOINT = 25
+#: SOAP messages are relayed whole (one link message each); all calls in flight together may hold this much.
+MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 #: Endpoints remembered per node, with or without hosts (Azure allows 10,000 relay endpoints per namespace).
 MAX_ENDPOINTS = 10_000
 #: How long a multicast waits for its receivers to acknowledge.
@@ -130,6 +132,7 @@ class WcfRelayExtension:
         self._cluster_cache: tuple[float, dict[str, tuple[str, str]]] = (0.0, {})
         self._session: aiohttp.ClientSession | None = None
         self._node_token: tuple[float, str] = (0.0, "")
+        self._buffered = 0  # bytes of request bodies held by calls in flight
 
     # ---- routing -------------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse | None:
@@ -367,7 +370,19 @@ class WcfRelayExtension:
         if token or not required or endpoint.soap_version is None:
             # Check a header or query token before reading the body: unauthorized callers cost no buffering.
             authorize(token, endpoint.path, Right.SEND, now=time.time(), anonymous_ok=not required)
-        body = await self._read_body(request, registration.max_message)
+        budget = [0]
+        try:
+            return await self._call_with_body(request, endpoint, suffix, forwarded, token, strip_auth, required,
+                                              raw_query, budget)
+        finally:
+            self._buffered -= budget[0]
+
+    async def _call_with_body(self, request: web.Request, endpoint: RelayEndpoint, suffix: str, forwarded: bool,
+                              token: str | None, strip_auth: bool, required: bool, raw_query: str,
+                              budget: list[int]) -> web.StreamResponse:
+        registration = endpoint.registration
+        authorize = self.gateway.namespace.authorize
+        body = await self._read_body(request, registration.max_message, budget)
         if _TOKEN_MARKER in body and endpoint.soap_version is not None:
             # Third-party SOAP callers put the token in a RelayAccessToken header (spec wcf-relay §1.3); it is
             # stripped whether or not it is needed.
@@ -414,13 +429,21 @@ class WcfRelayExtension:
                 response.headers[name] = value
         return response
 
-    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+    async def _read_body(self, request: web.Request, limit: int, budget: list[int]) -> bytes:
+        """The whole body, bounded per message (``limit``) and across calls in flight (``MAX_BUFFERED_BYTES``);
+        ``budget[0]`` accumulates what this call reserved, for the caller to release."""
         parts: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"the message is larger than the endpoint's limit of {limit} bytes")
+            # The body is held twice for a moment (as read, and inside its link message).
+            self._buffered += 2 * len(chunk)
+            budget[0] += 2 * len(chunk)
+            if self._buffered > MAX_BUFFERED_BYTES:
+                raise QuotaExceeded("the gateway is holding too many messages in flight; retry later",
+                                    http_status=503)
             parts.append(chunk)
         return b"".join(parts)
 

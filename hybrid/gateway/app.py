@@ -627,6 +627,9 @@ class Gateway:
                                                 app_query="", action=urls.Action.REQUEST, tracking_id=tracking_id)
         head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=request_target,
                             request_headers=headers, body=has_body, remote_endpoint=remote)
+        if len(self.pending_requests) >= self.config.max_connections:
+            # Each pending request may hold an inline body of up to 64 KiB: their number is what bounds memory.
+            raise QuotaExceeded("the gateway has too many requests in flight; retry later", http_status=503)
         deadline = time.monotonic() + self.config.request_timeout
         pending = PendingRequest(tracking_id, entity.name, channel, head, deadline)
         self.pending_requests[tracking_id] = pending

@@ -314,3 +314,35 @@ async def test_bad_sec_websocket_key_is_400(gateway):
                       f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n"
                       f"ServiceBusAuthorization: {token}\r\n\r\n").encode())
         assert sock.recv(100).startswith(b"HTTP/1.1 400")
+
+
+async def test_requests_in_flight_are_capped_with_503(gateway_factory, tmp_path):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[gateway]\nmax_connections = 3\n")
+    gw = gateway_factory("--config", str(cfg))
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hang(head, body):
+        entered.set()
+        await release.wait()
+        return 200, {}, b"late"
+
+    async with RawListener(gw.listen_url("cap"), gw.token("cap"), http=hang):
+        async with aiohttp.ClientSession() as s:
+            headers = {"ServiceBusAuthorization": gw.token("cap")}
+            held = [asyncio.create_task(s.get(f"{gw.http_base}/cap/{i}", headers=headers)) for i in range(3)]
+            await asyncio.wait_for(entered.wait(), 10 * TIMEOUT_FACTOR)
+            for _ in range(100):  # until all three are pending at the gateway
+                async with aiohttp.ClientSession() as probe:
+                    async with probe.get(f"{gw.http_base}/$health") as r:
+                        if (await r.json())["pending"]["requests"] == 3:
+                            break
+                await asyncio.sleep(0.05)
+            async with s.get(f"{gw.http_base}/cap/x", headers=headers) as r:
+                assert r.status == 503
+            release.set()
+            for task in held:
+                response = await asyncio.wait_for(task, 10 * TIMEOUT_FACTOR)
+                assert response.status == 200
+                response.release()
