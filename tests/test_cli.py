@@ -6,7 +6,6 @@ import ssl
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest

@@ -13,11 +13,11 @@ from tests.support.node import pattern_bytes, run_script
 from tests.test_node_clients import SENDER_TEXT, _echo_expectations, node, node_modules, relay  # noqa: F401
 
 
-def _sdk_kwargs(relay):
+def _sdk_kwargs(relay):  # noqa: F811
     return {"tls": relay.tls, "ssl": relay.ssl_context} if relay.tls else {"tls": False}
 
 
-async def test_sdk_listener_echoes_for_hyco_ws_sender(relay):
+async def test_sdk_listener_echoes_for_hyco_ws_sender(relay):  # noqa: F811
     gw, hc = relay.gw, relay.hc("sdk-listener-node-sender")
     seen = []
 

@@ -20,7 +20,7 @@ import random
 import time
 import uuid
 import weakref
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
@@ -33,7 +33,6 @@ from ..errors import (
     EndpointNotFound,
     ListenerUnavailable,
     NodeUnreachable,
-    PayloadTooLarge,
     ProtocolError,
     QuotaExceeded,
     RelayError,

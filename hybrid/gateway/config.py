@@ -34,6 +34,7 @@ __all__ = [
     "ensure_dev_rules",
     "load_config",
     "validate_hc_name",
+    "toml_type_name",
 ]
 
 ROOT_RULE_NAME = "RootManageSharedAccessKey"
@@ -140,8 +141,8 @@ class _Invalid(Exception):
     """Raised by a value checker; the caller adds the file and key path."""
 
 
-def _type_name(value: Any) -> str:
-    # TOML vocabulary, since that is what the user wrote.
+def toml_type_name(value: Any) -> str:
+    """The TOML word for a parsed value's type, for error messages (that is what the user wrote)."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -162,7 +163,7 @@ def _check_int(low: int, high: int, what: str = "an integer") -> Callable[[Any],
         # bool is an int subclass in Python; `port = true` is a mistake, not 1.
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            shown = repr(value) if numeric else _type_name(value)
+            shown = repr(value) if numeric else toml_type_name(value)
             raise _Invalid(f"must be {what} between {low} and {high}, got {shown}")
         return value
 
@@ -174,7 +175,7 @@ def _check_seconds(*, allow_zero: bool) -> Callable[[Any], float]:
 
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(f"must be a number of seconds, {bound} and at most {MAX_SECONDS:g}, got {_type_name(value)}")
+            raise _Invalid(f"must be a number of seconds, {bound} and at most {MAX_SECONDS:g}, got {toml_type_name(value)}")
         number = float(value)
         ok = math.isfinite(number) and (number >= 0 if allow_zero else number > 0) and number <= MAX_SECONDS
         if not ok:
@@ -186,13 +187,13 @@ def _check_seconds(*, allow_zero: bool) -> Callable[[Any], float]:
 
 def _check_bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, got {_type_name(value)}")
+        raise _Invalid(f"must be true or false, got {toml_type_name(value)}")
     return value
 
 
 def _check_text(value: Any) -> str:
     if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_type_name(value)}")
+        raise _Invalid(f"must be a string, got {toml_type_name(value)}")
     if not value.strip():
         raise _Invalid("must not be empty")
     return value
@@ -222,7 +223,7 @@ def _check_redis_url(value: Any) -> str:
 
 def _check_node_id(value: Any) -> str:
     if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
-        shown = repr(value) if isinstance(value, str) else _type_name(value)
+        shown = repr(value) if isinstance(value, str) else toml_type_name(value)
         raise _Invalid(f"must be 1-64 characters of letters, digits, '.', '_' or '-', got {shown}")
     return value
 
@@ -268,7 +269,7 @@ def _unknown_keys(table: Mapping[str, Any], allowed: tuple[str, ...] | Mapping[s
 def validate_hc_name(name: Any) -> str | None:
     """Why ``name`` cannot name a hybrid connection, or None if it can. Shared with the gateway for dynamic names."""
     if not isinstance(name, str):
-        return f"must be a string, got {_type_name(name)}"
+        return f"must be a string, got {toml_type_name(name)}"
     if not name:
         return "must not be empty"
     if len(name) > MAX_HC_NAME_LENGTH:
@@ -286,7 +287,7 @@ def validate_hc_name(name: Any) -> str | None:
 def _check_key(value: Any) -> str:
     # Never include the value in a message: it is a secret.
     if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_type_name(value)}")
+        raise _Invalid(f"must be a string, got {toml_type_name(value)}")
     if not value:
         raise _Invalid("must not be empty")
     if len(value) < MIN_KEY_LENGTH:
@@ -302,7 +303,7 @@ def _check_key(value: Any) -> str:
 def _parse_rules(value: Any, path: str, entity: str | None, problems: _Problems,
                  *, what: str = "[[...rules]] tables") -> list[SasRule]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        problems.add(path, f"must be an array of {what}, got {_type_name(value)}")
+        problems.add(path, f"must be an array of {what}, got {toml_type_name(value)}")
         return []
     if len(value) > MAX_RULES_PER_SCOPE:
         problems.add(path, f"at most {MAX_RULES_PER_SCOPE} rules per scope, got {len(value)}")
@@ -317,7 +318,7 @@ def _parse_rules(value: Any, path: str, entity: str | None, problems: _Problems,
             problems.add(f"{where}.name", "is required")
             ok = False
         elif not isinstance(name, str) or not _RULE_NAME.fullmatch(name):
-            shown = repr(name) if isinstance(name, str) else _type_name(name)
+            shown = repr(name) if isinstance(name, str) else toml_type_name(name)
             problems.add(f"{where}.name", f"must be 1-256 characters of letters, digits, '.', '_' or '-', got {shown}")
             ok = False
         else:
@@ -355,7 +356,7 @@ def _parse_rights(value: Any, path: str, problems: _Problems) -> Right | None:
         problems.add(path, 'is required, e.g. rights = ["Listen", "Send"]')
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.add(path, f'must be an array of strings such as ["Listen", "Send"], got {_type_name(value)}')
+        problems.add(path, f'must be an array of strings such as ["Listen", "Send"], got {toml_type_name(value)}')
         return None
     if not value:
         problems.add(path, "must name at least one of Listen, Send, Manage")
@@ -378,7 +379,7 @@ def _parse_hybrid_connections(value: Any, namespace_max: int, namespace_rule_nam
                               problems: _Problems) -> dict[str, HybridConnectionConfig]:
     path = "hybrid_connections"
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        problems.add(path, f"must be an array of [[hybrid_connections]] tables, got {_type_name(value)}")
+        problems.add(path, f"must be an array of [[hybrid_connections]] tables, got {toml_type_name(value)}")
         return {}
     result: dict[str, HybridConnectionConfig] = {}
     first_index: dict[str, int] = {}
@@ -487,7 +488,7 @@ def _from_mapping(data: Mapping[str, Any], problems: _Problems, *, base: Path) -
 
     gateway = data.get("gateway", {})
     if not isinstance(gateway, dict):
-        problems.add("gateway", f"must be a table ([gateway]), got {_type_name(gateway)}")
+        problems.add("gateway", f"must be a table ([gateway]), got {toml_type_name(gateway)}")
         gateway = {}
     _unknown_keys(gateway, _GATEWAY_CHECKS, "gateway.", problems)
     for key, check in _GATEWAY_CHECKS.items():
@@ -504,7 +505,7 @@ def _from_mapping(data: Mapping[str, Any], problems: _Problems, *, base: Path) -
 
     namespace = data.get("namespace", {})
     if not isinstance(namespace, dict):
-        problems.add("namespace", f"must be a table ([namespace]), got {_type_name(namespace)}")
+        problems.add("namespace", f"must be a table ([namespace]), got {toml_type_name(namespace)}")
         namespace = {}
     _unknown_keys(namespace, _NAMESPACE_KEYS, "namespace.", problems)
     for key, check in _NAMESPACE_CHECKS.items():

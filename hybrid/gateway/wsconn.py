@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConnectionClosed, PayloadTooLarge, ProtocolError, RelayError
+from ..errors import ConnectionClosed, PayloadTooLarge, RelayError
 from ..protocol import frames as fr
 from ..protocol.messages import MAX_CONTROL_MESSAGE
 
@@ -172,7 +172,7 @@ class GatewaySocket:
                 else:
                     self._push(BDATA, ev[1])
             elif kind == fr.HEADER:
-                fin, opcode = ev[1], ev[2]
+                opcode = ev[2]
                 if opcode != fr.OP_CONT:
                     self._message_op = opcode
                     if opcode == fr.OP_BINARY:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 from urllib.parse import quote, unquote_plus
 

@@ -8,7 +8,6 @@ import json
 import socket
 
 import aiohttp
-import pytest
 
 from tests.support.gateway_process import TIMEOUT_FACTOR
 from tests.support.raw_listener import RawListener
@@ -220,5 +219,5 @@ async def test_concurrent_requests_are_all_answered(gateway):
 async def test_upgrade_and_connect_are_not_relayed_over_http(gateway):
     async with RawListener(gateway.listen_url("up2"), gateway.token("up2")):
         with socket.create_connection((gateway.host, gateway.port)) as sock:
-            sock.sendall(f"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.sendall("CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert sock.recv(100).startswith(b"HTTP/1.1 4")

@@ -13,7 +13,6 @@ import json
 import aiohttp
 import websockets
 
-from tests.support.raw_listener import RawListener
 
 MiB = 1024 * 1024
 

@@ -46,6 +46,7 @@ from wcfrelay import link
 from .errors import MigrationError, Problem
 from .plan import HYBRID_BINDING, LAYERS, EndpointPlan
 from .render import CONNECTION_STRING_ENV, HOST_CONFIG_VERSION
+from hybrid.gateway.config import toml_type_name
 
 __all__ = ["HostConfig", "load_host_config", "parse_host_config"]
 
@@ -97,20 +98,6 @@ class _Problems:
             raise MigrationError(self.items)
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    return type(value).__name__
 
 
 def _unknown(table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str, problems: _Problems) -> None:
@@ -124,7 +111,7 @@ def _unknown(table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str, pr
 def _string(value: Any, *, empty_ok: bool = False, limit: int = 1024) -> str:
     # Checkers raise ValueError for every kind of wrong value; the caller turns it into a problem line.
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {_type_name(value)}")  # noqa: TRY004
+        raise ValueError(f"must be a string, got {toml_type_name(value)}")  # noqa: TRY004
     if not empty_ok and not value.strip():
         raise ValueError("must not be empty")
     if len(value) > limit:
@@ -137,7 +124,7 @@ def _string(value: Any, *, empty_ok: bool = False, limit: int = 1024) -> str:
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value not in options:
-            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            shown = repr(value) if isinstance(value, str) else toml_type_name(value)
             raise ValueError(f"must be one of {', '.join(repr(o) for o in options)}, got {shown}")
         return value
 
@@ -198,7 +185,7 @@ _ENDPOINT_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 def _endpoint(item: Any, where: str, problems: _Problems, source: str) -> EndpointPlan | None:
     if not isinstance(item, dict):
-        problems.add(where, f"must be a table ([[endpoints]]), got {_type_name(item)}")
+        problems.add(where, f"must be a table ([[endpoints]]), got {toml_type_name(item)}")
         return None
     _unknown(item, _ENDPOINT_KEYS, f"{where}.", problems)
     values: dict[str, Any] = {}
@@ -218,16 +205,16 @@ def _endpoint(item: Any, where: str, problems: _Problems, source: str) -> Endpoi
     binding = item.get("binding")
     if "binding" in item:
         if layer == "legacy" and binding not in LEGACY_BINDINGS:
-            shown = repr(binding) if isinstance(binding, str) else _type_name(binding)
+            shown = repr(binding) if isinstance(binding, str) else toml_type_name(binding)
             problems.add(f"{where}.binding", f"a legacy-layer endpoint's binding must be one of "
                                              f"{', '.join(LEGACY_BINDINGS)}, got {shown}")
             ok = False
         elif layer == "hybrid" and binding != HYBRID_BINDING:
-            shown = repr(binding) if isinstance(binding, str) else _type_name(binding)
+            shown = repr(binding) if isinstance(binding, str) else toml_type_name(binding)
             problems.add(f"{where}.binding", f"a hybrid endpoint's binding must be {HYBRID_BINDING!r}, got {shown}")
             ok = False
         elif layer is None and not isinstance(binding, str):
-            problems.add(f"{where}.binding", f"must be a string, got {_type_name(binding)}")
+            problems.add(f"{where}.binding", f"must be a string, got {toml_type_name(binding)}")
             ok = False
     if layer == "hybrid" and values.get("discovery") == link.Discovery.PUBLIC.value:
         problems.add(f"{where}.discovery", "a hybrid connection is never listed in the discovery feed; use "
@@ -240,7 +227,7 @@ def _endpoint(item: Any, where: str, problems: _Problems, source: str) -> Endpoi
         else:
             limit = MAX_HYBRID_MESSAGE
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= limit:
-            shown = repr(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else _type_name(size)
+            shown = repr(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else toml_type_name(size)
             problems.add(f"{where}.max_message", f"must be an integer between 1 and {limit} (bytes), got {shown}")
             ok = False
         else:
@@ -262,7 +249,7 @@ def parse_host_config(data: Mapping[str, Any], source: str = "host.toml") -> Hos
     """Validate an already parsed host configuration (a dict as ``tomllib`` returns it)."""
     problems = _Problems(source)
     if not isinstance(data, Mapping):
-        problems.add("", f"must be a table, got {_type_name(data)}")
+        problems.add("", f"must be a table, got {toml_type_name(data)}")
         problems.raise_if_any()
     _unknown(data, _TOP_KEYS, "", problems)
     config = HostConfig(source="", path=source)
@@ -270,7 +257,7 @@ def parse_host_config(data: Mapping[str, Any], source: str = "host.toml") -> Hos
     if "version" not in data:
         problems.add("version", f"is required (version = {HOST_CONFIG_VERSION})")
     elif isinstance(version, bool) or not isinstance(version, int) or version != HOST_CONFIG_VERSION:
-        shown = repr(version) if isinstance(version, int) and not isinstance(version, bool) else _type_name(version)
+        shown = repr(version) if isinstance(version, int) and not isinstance(version, bool) else toml_type_name(version)
         problems.add("version", f"must be {HOST_CONFIG_VERSION}, got {shown}")
     if "source" in data:
         try:
@@ -279,7 +266,7 @@ def parse_host_config(data: Mapping[str, Any], source: str = "host.toml") -> Hos
             problems.add("source", str(exc))
     host = data.get("host", {})
     if not isinstance(host, dict):
-        problems.add("host", f"must be a table ([host]), got {_type_name(host)}")
+        problems.add("host", f"must be a table ([host]), got {toml_type_name(host)}")
         host = {}
     _unknown(host, _HOST_KEYS, "host.", problems)
     if "endpoint" in host:
@@ -294,7 +281,7 @@ def parse_host_config(data: Mapping[str, Any], source: str = "host.toml") -> Hos
             problems.add("host.connection_string_env", str(exc))
     endpoints = data.get("endpoints", [])
     if not isinstance(endpoints, list):
-        problems.add("endpoints", f"must be an array of [[endpoints]] tables, got {_type_name(endpoints)}")
+        problems.add("endpoints", f"must be an array of [[endpoints]] tables, got {toml_type_name(endpoints)}")
         endpoints = []
     seen: dict[str, int] = {}
     for index, item in enumerate(endpoints):
