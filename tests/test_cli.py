@@ -106,6 +106,10 @@ def test_binding_beyond_loopback_without_tls_warns_loudly(tmp_path):
         proc.wait(10)
 
 
+def test_default_event_loop_is_asyncio(gateway):
+    assert any("event loop asyncio" in line for line in gateway.output), gateway.output
+
+
 def test_loopback_without_tls_does_not_warn(gateway):
     assert not any("WITHOUT TLS" in line for line in gateway.output)
 
@@ -138,5 +142,19 @@ async def test_dev_tls_serves_wss_and_https_with_a_trustable_certificate(tmp_pat
         # A client that does not trust the certificate is refused by TLS itself.
         with pytest.raises(ssl.SSLCertVerificationError):
             await websockets.connect(gw.connect_url("secure"), ssl=ssl.create_default_context())
+    finally:
+        gw.stop()
+
+
+async def test_gateway_runs_on_uvloop_when_asked(tmp_path):
+    pytest.importorskip("uvloop", reason="uvloop is in the speed extra, installed by make test")
+    gw = start_gateway(tmp_path / "uv", "--uvloop")
+    try:
+        assert any("event loop uvloop" in line for line in gw.output), gw.output
+        async with RawListener(gw.listen_url("uv"), gw.token("uv")):
+            async with websockets.connect(gw.connect_url("uv"), compression=None,
+                                          additional_headers={"ServiceBusAuthorization": gw.token("uv")}) as ws:
+                await ws.send("on uvloop")
+                assert await ws.recv() == "on uvloop"
     finally:
         gw.stop()

@@ -258,8 +258,9 @@ class Gateway:
         self.node_url = node_url
         self.directory.node_url = node_url
         await self.directory.start(self._on_node_message, self._snapshot)
-        log.info("node %s (%s directory) at %s", self.directory.node_id,
-                 "redis" if self.directory.clustered else "local", node_url)
+        log.info("node %s (%s directory) at %s, event loop %s", self.directory.node_id,
+                 "redis" if self.directory.clustered else "local", node_url,
+                 type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     async def stop(self) -> None:
         for ext in self.extensions:
