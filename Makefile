@@ -22,6 +22,7 @@ test-deps:
 # The whole suite on the default Python, then the WCF-style layer again on Python 3.13 (Spyne needs a
 # compatibility measure there), in its own venv.
 test: setup test-deps
+	$(PY) -m mypy hybrid wcfrelay
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	.ci/py313-setup.sh 3.13.0 .venv313
 

@@ -20,7 +20,7 @@ from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["ROOT", "BenchError", "Gateway", "Nginx", "WorkerProc", "py_env", "run_wrk"]
+__all__ = ["ROOT", "BenchError", "Gateway", "Nginx", "Redis", "WorkerProc", "py_env", "run_wrk"]
 
 
 class BenchError(RuntimeError):
@@ -57,13 +57,16 @@ class Gateway:
 
     @classmethod
     def start(cls, workdir: Path, *, uvloop: bool = False, log_level: str = "INFO", max_connections: int = 20000,
-              timeout: float = 30.0, cprofile: Path | None = None) -> Gateway:
+              timeout: float = 30.0, cprofile: Path | None = None, config_extra: str = "",
+              extra_args: tuple[str, ...] = ()) -> Gateway:
+        """``config_extra`` is appended to the generated TOML (e.g. ``[[namespace.rules]]`` shared by cluster
+        nodes); ``extra_args`` go to ``wcfrelay gateway`` (e.g. ``--redis URL --node-id n0``)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "gateway.toml"
         config.write_text("[gateway]\n"
                           f"max_connections = {max_connections}\n"
                           "[namespace]\n"
-                          "max_listeners_per_connection = 100\n")
+                          "max_listeners_per_connection = 100\n" + config_extra)
         log_path = workdir / f"gateway-{time.monotonic_ns()}.log"
         extra = {"WCFRELAY_UVLOOP": "1"} if uvloop else {}
         if cprofile is not None:
@@ -71,7 +74,7 @@ class Gateway:
         out = open(log_path, "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.launch_gateway", "gateway", "--config", str(config), "--host", "127.0.0.1",
-             "--port", "0", "--state-dir", str(workdir / "state"), "--log-level", log_level],
+             "--port", "0", "--state-dir", str(workdir / "state"), "--log-level", log_level, *extra_args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=py_env(extra))
         out.close()
         deadline = time.monotonic() + timeout
@@ -121,6 +124,75 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+@dataclass
+class Redis:
+    """``redis-server`` on a free 127.0.0.1 port, no persistence, working directory in the bench's temp dir."""
+
+    proc: subprocess.Popen
+    port: int
+
+    @staticmethod
+    def binary() -> str | None:
+        for cand in (shutil.which("redis-server"), "/usr/bin/redis-server"):
+            if cand and os.access(cand, os.X_OK):
+                return cand
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    def start(cls, workdir: Path, *, attempts: int = 3, timeout: float = 10.0) -> Redis:
+        exe = cls.binary()
+        if exe is None:
+            raise BenchError("redis-server is not installed (Debian package redis-server)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        last = ""
+        for _ in range(attempts):  # a port found free may be taken before redis binds it: try again
+            port = free_port()
+            proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                                     "no", "--dir", str(workdir), "--protected-mode", "yes"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            if _wait_redis(port, proc, timeout):
+                return cls(proc, port)
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+            last = (err or b"").decode(errors="replace")
+        raise BenchError("redis-server did not start: " + last[-2000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _wait_redis(port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 NGINX_CONF = """\

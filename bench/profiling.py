@@ -73,13 +73,17 @@ def summarise_collapsed(text: str, top: int = 15) -> dict:
 
 
 def profile_pid(pid: int, out: Path, workload: Callable[[], object], *, rate: int = 250,
-                max_seconds: float = 300.0) -> dict:
-    """Attach py-spy to ``pid``, run ``workload()``, stop py-spy, summarise. Raises RuntimeError without py-spy."""
+                max_seconds: float = 300.0, gil: bool = False) -> dict:
+    """Attach py-spy to ``pid``, run ``workload()``, stop py-spy, summarise. Raises RuntimeError without py-spy.
+
+    ``gil=True`` keeps only samples of the thread holding the GIL (``py-spy --gil``): for a process with a thread
+    pool, where py-spy's idle detection may count every waiting thread, it shows where the interpreter's time goes
+    (C code that releases the GIL, such as socket syscalls, is then left out)."""
     exe = available()
     if exe is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     args = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--output", str(out),
-            "--duration", str(int(max_seconds))]
+            "--duration", str(int(max_seconds))] + (["--gil"] if gil else [])
     spy = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.0)  # let it attach
@@ -97,6 +101,7 @@ def profile_pid(pid: int, out: Path, workload: Callable[[], object], *, rate: in
     if not out.exists():
         raise RuntimeError("py-spy wrote no profile: " + (spy.stdout.read() if spy.stdout else "")[-500:])
     summary = summarise_collapsed(out.read_text(errors="replace"))
-    summary["tool"] = f"py-spy record --rate {rate} (raw collapsed stacks; idle time excluded)"
+    summary["tool"] = (f"py-spy record --rate {rate} --gil (raw collapsed stacks; only the thread holding the GIL)"
+                       if gil else f"py-spy record --rate {rate} (raw collapsed stacks; idle time excluded)")
     summary["file"] = out.name
     return summary

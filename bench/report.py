@@ -108,9 +108,11 @@ def markdown(results: dict) -> str:
         lines.append(f"- **{sc['id']}. {sc['title']}** ({params}; {sc.get('seconds') or 0:.0f} s)")
         for n in sc["notes"]:
             lines.append(f"  - {n}")
-    profiles = [(sc, sc["profile"]) for sc in results["scenarios"] if sc.get("profile")]
+    profiles = [(sc, sc[key]) for sc in results["scenarios"] for key in ("profile", "profile_service")
+                if sc.get(key)]
     if profiles:
-        lines += ["", "## Gateway profiles (py-spy, one extra relayed run after the measured rounds)", ""]
+        lines += ["", ("## Profiles (py-spy, one extra relayed run after the measured rounds; the gateway unless "
+                       "the workload names another process)"), ""]
         for sc, prof in profiles:
             if "error" in prof:
                 lines.append(f"- {sc['id']}. {sc['title']}: profiling failed: {prof['error']}")
@@ -135,7 +137,8 @@ def charts(results: dict, out: Path) -> list[str]:
     except ImportError:
         return []
     made: list[str] = []
-    colours = {"direct": "#4c72b0", "nginx": "#55a868", "relayed": "#c44e52", "unloaded": "#8172b2"}
+    colours = {"direct": "#4c72b0", "nginx": "#55a868", "relayed": "#c44e52", "unloaded": "#8172b2",
+               "same": "#4c72b0", "cross": "#c44e52"}
     by_id = {sc["id"]: sc for sc in results["scenarios"]}
 
     def row(sid: str, metric_prefix: str) -> dict | None:
@@ -195,6 +198,21 @@ def charts(results: dict, out: Path) -> list[str]:
     fig.savefig(out / "memory.png", dpi=100)
     plt.close(fig)
     made.append("memory.png")
+
+    panels = [("5", "calls/s, 1 in flight", "5. SOAP calls/s, 1 in flight"),
+              ("5", "calls/s, 20 in flight", "5. SOAP calls/s, 20 in flight"),
+              ("5", "p50 latency, 1 in flight", "5. SOAP p50, 1 in flight"),
+              ("9", "setup p50", "9. cluster: setup p50, same vs cross node"),
+              ("9", "setup p99", "9. cluster: setup p99, same vs cross node"),
+              ("9", "bulk throughput", "9. cluster: WS bulk, same vs cross node")]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7))
+    for ax, (sid, prefix, title) in zip(axes.flat, panels):
+        bars(ax, row(sid, prefix), title)
+    fig.suptitle("SOAP relay and cluster (median, whiskers = min–max over rounds)")
+    fig.tight_layout()
+    fig.savefig(out / "soap_cluster.png", dpi=100)
+    plt.close(fig)
+    made.append("soap_cluster.png")
 
     # Every target on one axis: value relative to its threshold, > 1 means "passes with that margin".
     labels, margins, ok = [], [], []

@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-loop", choices=["uvloop", "asyncio"], default="uvloop",
                    help="event loop of clients, direct servers and listeners (default uvloop if installed)")
     p.add_argument("--profile", action="store_true",
-                   help="after scenarios 1 and 3, profile the gateway with py-spy during one extra relayed run")
+                   help="after scenarios 1, 3 and 5, profile the gateway (and in 5 the service host) with py-spy "
+                        "during one extra relayed run")
     p.add_argument("--only", help="comma-separated scenario numbers, e.g. 1,3 (default: all)")
     p.add_argument("--http-listener", choices=["sdk", "raw"], default="sdk",
                    help="who answers relayed HTTP: the SDK HybridConnectionListener (default) or the bench's own")
@@ -90,9 +91,10 @@ def render(folder: Path) -> int:
 
     results = json.loads((folder / "results.json").read_text())
     for sc in results.get("scenarios", []):
-        prof = sc.get("profile")
-        if prof and "file" in prof and (folder / prof["file"]).exists():
-            prof.update(summarise_collapsed((folder / prof["file"]).read_text(errors="replace")))
+        for key in ("profile", "profile_service"):
+            prof = sc.get(key)
+            if prof and "file" in prof and (folder / prof["file"]).exists():
+                prof.update(summarise_collapsed((folder / prof["file"]).read_text(errors="replace")))
     report.write_all(results, folder)
     report.write_index(folder.parent)
     print(f"rewrote {folder / 'results.md'}")
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"nginx baseline unavailable: {exc}")
         ctx = Ctx(mode=mode, tmp=tmp, out=out, gw=gw, nginx=nginx, srv=srv, lis=lis, cli=cli, ports=ports,
                   gateway_uvloop=args.uvloop, gateway_log_level=args.gateway_log_level, log=log,
-                  listen_info=listen_info, make_worker=make_worker)
+                  listen_info=listen_info, make_worker=make_worker, profile=args.profile)
         log(f"gateway pid {gw.pid} port {gw.port} ({'uvloop' if args.uvloop else 'asyncio'}); "
             f"HTTP listener: {listen_info.get('http_listener')}")
         for sid, fn in SCENARIOS:

@@ -1,12 +1,14 @@
-"""The eight scenarios. Each runs its paths interleaved (the order rotates every round), keeps every round's
+"""The nine scenarios. Each runs its paths interleaved (the order rotates every round), keeps every round's
 values, and turns them into metric rows with :class:`bench.stats.ScenarioResult`.
 
 Paths: ``direct`` (client straight to the server code), ``nginx`` (nginx reverse proxy, 1 worker, in front of the
-same server), ``relayed`` (through the gateway to a listener running the same code).
+same server), ``relayed`` (through the gateway to a listener running the same code). Scenario 9 compares two
+relayed paths instead: ``cross`` (sender and listener on different cluster nodes) against ``same`` (one node).
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from typing import Any
 
 from bench.common import cpu_seconds, mem_kib, reset_peak_rss, tree_cpu_seconds
 from bench.modes import MiB, Mode
-from bench.procs import BenchError, Gateway, Nginx, WorkerProc, run_wrk
+from bench.procs import BenchError, Gateway, Nginx, Redis, WorkerProc, run_wrk
 from bench.stats import ScenarioResult, abs_max, abs_max_worst, diff_max, ratio_min
 
 WS_ENTITY = "bench-ws"
@@ -39,6 +41,7 @@ class Ctx:
     log: Callable[[str], None]
     listen_info: dict[str, Any] = field(default_factory=dict)
     make_worker: Callable[[str], WorkerProc] | None = None
+    profile: bool = False
 
     # ---- addresses -----------------------------------------------------------------------------------------------
     def paths(self) -> list[str]:
@@ -87,6 +90,10 @@ def _safe(fn: Callable[[int], float], pid: int) -> float:
         return fn(pid)
     except OSError:
         return 0.0
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} µs"
 
 
 def rotate(items: list[str], r: int) -> list[str]:
@@ -240,13 +247,130 @@ def s4_http_big(ctx: Ctx) -> ScenarioResult:
     return sc
 
 
-# ---- 5. SOAP placeholder -----------------------------------------------------------------------------------------
+# ---- 5. SOAP ------------------------------------------------------------------------------------------------------
+SOAP_PATH = "bench/soap"
+
+
 def s5_soap(ctx: Ctx) -> ScenarioResult:
-    sc = ScenarioResult("5", "soap", "SOAP: zeep → gateway → Spyne service host vs zeep → Spyne directly", {})
-    sc.data["status"] = "not_measurable"
-    sc.note("not yet measurable: needs the WCF relay host")
-    sc.data["target"] = "≥ 0.85 × direct SOAP calls/s"
+    m = ctx.mode
+    assert ctx.make_worker is not None
+    sc = ScenarioResult("5", "soap", "SOAP: zeep → gateway → Spyne service host vs zeep → Spyne directly", {
+        "in_flight": list(m.soap_in_flight), "seconds_per_run": m.soap_seconds, "warmup_calls": m.soap_warmup,
+        "rounds": m.rounds, "operation": "Calculator Add(a, b), arguments vary, every sum checked",
+        "service": "samples.calculator.service.make_application('soap11'); relayed: RelayServiceHost + "
+                   "BasicHttpRelayBinding; direct: aiohttp calling SpyneBytesApp.handle",
+        "service_threads": 16})
+    sc.note("both paths run SpyneBytesApp.handle on a 16-thread pool in the same service process (relayed: the "
+            "host's pool via its listener link; direct: an aiohttp handler's pool); the caller is a separate "
+            "process: zeep.Client on requests for 1 in flight, zeep.AsyncClient on wcfrelay AiohttpTransport for "
+            "more, the same client code on both paths, plus the Send token (ServiceBusAuthorization) when relayed")
+    sc.note("each round builds a fresh client (WSDL fetched from the path under test) and makes untimed warm-up "
+            "calls; CPU is read around the timed calls only")
+    service = ctx.make_worker("soap-service")
+    caller = ctx.make_worker("soap-client")
+    try:
+        info = service.call("soap_serve", gw=ctx.gw.info([SOAP_PATH]), path=SOAP_PATH, max_workers=16, timeout=120)
+        cs = f"Endpoint=sb://127.0.0.1:{ctx.gw.port}/;SharedAccessKeyName={ctx.gw.key_name};SharedAccessKey={ctx.gw.key}"
+        wsdl = {"direct": f"http://127.0.0.1:{info['direct_port']}/{SOAP_PATH}?wsdl",
+                "relayed": f"http://127.0.0.1:{ctx.gw.port}/{SOAP_PATH}?wsdl"}
+
+        def cpu_now() -> dict[str, float]:
+            return {"gateway": _safe(cpu_seconds, ctx.gw.pid), "service": _safe(cpu_seconds, service.pid),
+                    "client": _safe(cpu_seconds, caller.pid)}
+
+        def run_calls(path: str, in_flight: int, seconds: float, seed: int) -> dict:
+            opened = caller.call("soap_open", wsdl=wsdl[path], connection_string=cs if path == "relayed" else None,
+                                 in_flight=in_flight, warmup=m.soap_warmup, seed=seed, timeout=120)
+            try:
+                if opened["warmup_failures"]:
+                    raise BenchError(f"warm-up calls failed: {opened['warmup_error']}")
+                before = cpu_now()
+                res = caller.call("soap_run", duration=seconds, timeout=seconds * 10 + 120)
+                after = cpu_now()
+            finally:
+                caller.call("soap_close", timeout=60)
+            res["client_kind"] = opened["client"]
+            res["cpu_s"] = {k: after[k] - before[k] for k in before}
+            return res
+
+        for in_flight in m.soap_in_flight:
+            def one(tagged: str, r: int, in_flight: int = in_flight) -> dict:
+                path = tagged.split("@", 1)[0]
+                res = run_calls(path, in_flight, m.soap_seconds, seed=r * 97 + in_flight)
+                n = max(res["calls"], 1)
+                cpu = res["cpu_s"]
+                res["hop_cpu_us"] = cpu["gateway"] / n * 1e6 if path == "relayed" else None
+                res["app_cpu_us"] = cpu["service"] / n * 1e6
+                res["path_cpu_us"] = (cpu["service"] + (cpu["gateway"] if path == "relayed" else 0.0)) / n * 1e6
+                res["client_cpu_us"] = cpu["client"] / n * 1e6
+                if res["failures"]:
+                    sc.note(f"{path} at {in_flight} in flight, round {r + 1}: {res['exceptions']} failed calls and "
+                            f"{res['wrong_results']} wrong sums ({res['first_error']})")
+                ctx.log(f"    {in_flight:>2d} in flight {path:8s} {res['cps']:7.0f} calls/s  p50 {_us(res['p50_us'])}"
+                        f"  p99 {_us(res['p99_us'])}  gateway {res['cpu_s']['gateway'] / n * 1e6:.0f} CPU-µs/call"
+                        f"  failures {res['failures']}")
+                return res
+
+            sfx = f"@f{in_flight}"
+            run_rounds(ctx, sc, m.rounds, one, paths=[p + sfx for p in ("direct", "relayed")])
+            label = f"{in_flight} in flight"
+            sc.metric(f"calls/s, {label}", "calls/s", "cps", targets=[ratio_min("direct", 0.85)], suffix=sfx)
+            sc.metric(f"p50 latency, {label}", "µs", "p50_us", better="lower", suffix=sfx)
+            sc.metric(f"p99 latency, {label}", "µs", "p99_us", better="lower", suffix=sfx)
+            sc.metric(f"gateway CPU per call, {label}", "CPU-µs/call", "hop_cpu_us", baselines=(), better="lower",
+                      suffix=sfx)
+            sc.metric(f"service process CPU per call (host vs aiohttp), {label}", "CPU-µs/call", "app_cpu_us",
+                      baselines=("direct",), better="lower", suffix=sfx)
+            sc.metric(f"server-side CPU per call (gateway + service), {label}", "CPU-µs/call", "path_cpu_us",
+                      baselines=("direct",), better="lower", suffix=sfx)
+            sc.metric(f"caller CPU per call (zeep), {label}", "CPU-µs/call", "client_cpu_us", baselines=("direct",),
+                      better="lower", suffix=sfx)
+        if ctx.profile:
+            sc.data["profile"] = _profile_soap(ctx, sc, service, caller, wsdl["relayed"], cs)
+    finally:
+        try:
+            service.call("soap_stop", timeout=60)
+        except BenchError:
+            pass
+        caller.close()
+        service.close()
     return sc
+
+
+def _profile_soap(ctx: Ctx, sc: ScenarioResult, service: WorkerProc, caller: WorkerProc, wsdl: str,
+                  cs: str) -> dict:
+    """py-spy on the gateway, then on the service host, each during one extra relayed run (after the measured
+    rounds, so the sampler never disturbs a reported figure)."""
+    from bench import profiling
+
+    m = ctx.mode
+    in_flight = max(m.soap_in_flight)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    for who, pid, name in (("gateway", ctx.gw.pid, "profile-s5.txt"),
+                           ("service host", service.pid, "profile-s5-host.txt")):
+        target = ctx.out / name
+
+        def workload() -> None:
+            caller.call("soap_open", wsdl=wsdl, connection_string=cs, in_flight=in_flight, warmup=m.soap_warmup,
+                        timeout=120)
+            try:
+                caller.call("soap_run", duration=m.profile_soap_seconds, timeout=m.profile_soap_seconds * 10 + 120)
+            finally:
+                caller.call("soap_close", timeout=60)
+
+        try:
+            prof = profiling.profile_pid(pid, target, workload, gil=True)
+            prof["workload"] = (f"{who}: relayed Add calls, {in_flight} in flight for {m.profile_soap_seconds:g}s; "
+                                "py-spy --gil: samples of the thread holding the GIL only")
+            ctx.log(f"  profile of the {who} written to {target}")
+        except (RuntimeError, BenchError, OSError) as exc:
+            prof = {"error": f"{who}: {exc}"}
+        if who == "gateway":
+            out = prof
+        else:
+            sc.data["profile_service"] = prof
+    return out
 
 
 # ---- 6. connection setup -----------------------------------------------------------------------------------------
@@ -449,7 +573,102 @@ def s8_slow_reader(ctx: Ctx) -> ScenarioResult:
     return sc
 
 
+# ---- 9. cluster: cross-node vs same-node ----------------------------------------------------------------------------
+def _wait_routable(ctx: Ctx, url: str, headers: dict | None, max_seconds: float = 20.0) -> None:
+    """Until a sender on ``url`` reaches the listener (the other node learns of it through Redis)."""
+    deadline = time.monotonic() + max_seconds
+    last: dict | None = None
+    for _ in range(int(max_seconds / 0.1) + 1):
+        last = ctx.cli.call("setup", url=url, headers=headers, count=1, warmup=0, max_seconds=10.0, timeout=60)
+        if not last["failures"] and last["count"] == 1:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise BenchError(f"the listener did not become reachable through {url.split('/$hc/')[0]}: {last}")
+
+
+def s9_cluster(ctx: Ctx) -> ScenarioResult:
+    m = ctx.mode
+    assert ctx.make_worker is not None
+    sc = ScenarioResult("9", "cluster", "Cluster: sender and listener on different nodes vs the same node", {
+        "nodes": 2, "setup_per_round": m.cluster_setup_count, "setup_warmup": m.setup_warmup,
+        "bulk_bytes_per_round": m.cluster_bulk_bytes, "message_bytes": m.bulk_msg, "rounds": m.rounds,
+        "directory": "redis-server (Debian package) on a free loopback port, no persistence"})
+    sc.note("two gateway nodes share one config (one SAS rule) and one Redis (--redis URL --node-id nX); the "
+            "listener holds its control channel on node 0; 'same' senders connect to node 0, 'cross' senders to "
+            "node 1, which relays the accept through Redis pub/sub to node 0; the listener then opens its "
+            "rendezvous to the sender's node, so bulk payload crosses one gateway either way")
+    sc.note("the ratio is cross ÷ same of the same round; gateway CPU per GB sums both nodes")
+    if Redis.binary() is None:
+        sc.data["status"] = "skipped"
+        sc.note("redis-server is not installed (Debian package redis-server)")
+        return sc
+    redis = Redis.start(ctx.tmp / "cluster-redis")
+    nodes: list[Gateway] = []
+    listener: WorkerProc | None = None
+    rule = (f"[[namespace.rules]]\nname = \"BenchClusterRule\"\nprimary_key = \"{secrets.token_hex(24)}\"\n"
+            'rights = ["Listen", "Send", "Manage"]\n')
+    try:
+        for i in range(2):
+            nodes.append(Gateway.start(ctx.tmp / f"cluster-n{i}", uvloop=ctx.gateway_uvloop,
+                                       log_level=ctx.gateway_log_level, config_extra=rule,
+                                       extra_args=("--redis", redis.url, "--node-id", f"n{i}")))
+        home, other = nodes
+        listener = ctx.make_worker("cluster-listener")
+        listener.call("listen", gw=home.info([WS_ENTITY]), ws_entity=WS_ENTITY)
+        node_of = {"same": home, "cross": other}
+        for node in nodes:
+            url, headers = ctx.ws("relayed", "echo", gw=node)
+            _wait_routable(ctx, url, headers)
+
+        def one(path: str, r: int) -> dict:
+            node = node_of[path]
+            url, headers = ctx.ws("relayed", "echo", gw=node)
+            setup = ctx.cli.call("setup", url=url, headers=headers, count=m.cluster_setup_count,
+                                 warmup=m.setup_warmup)
+            burl, bheaders = ctx.ws("relayed", "sink", f"n={m.cluster_bulk_bytes}", gw=node)
+            cpu0 = {n.pid: _safe(cpu_seconds, n.pid) for n in nodes}
+            bulk = ctx.cli.call("bulk", url=burl, headers=bheaders, total=m.cluster_bulk_bytes, msg_size=m.bulk_msg)
+            cpu = {n.pid: _safe(cpu_seconds, n.pid) - cpu0[n.pid] for n in nodes}
+            if bulk["confirmed"] != bulk["bytes"]:
+                sc.note(f"{path} round {r + 1}: the receiver confirmed {bulk['confirmed']} of {bulk['bytes']} bytes")
+            if setup["failures"]:
+                sc.note(f"{path}: {setup['failures']} failed setups in round {r + 1}")
+            gb = bulk["bytes"] / 1e9
+            res = {"setup_p50_us": setup["p50_us"], "setup_p99_us": setup["p99_us"], "failures": setup["failures"],
+                   "setup_count": setup["count"], "bytes": bulk["bytes"], "confirmed": bulk["confirmed"],
+                   "seconds": bulk["seconds"], "mbps": bulk["bytes"] / bulk["seconds"] / 1e6,
+                   "gateway_cpu_per_gb": sum(cpu.values()) / gb,
+                   "cpu_s": {f"node{i}": cpu[n.pid] for i, n in enumerate(nodes)}}
+            ctx.log(f"    {path:6s} setup p50 {_us(res['setup_p50_us'])}  p99 {_us(res['setup_p99_us'])}  "
+                    f"bulk {res['mbps']:8.1f} MB/s")
+            return res
+
+        run_rounds(ctx, sc, m.rounds, one, paths=["same", "cross"])
+        kw: dict[str, Any] = {"relayed": "cross", "baselines": ("same",), "relayed_label": "cross"}
+        sc.metric("setup p50 (sender connect to first echoed byte)", "µs", "setup_p50_us", better="lower", **kw)
+        sc.metric("setup p99", "µs", "setup_p99_us", better="lower", **kw)
+        sc.metric("bulk throughput, 64 KiB messages", "MB/s", "mbps", **kw)
+        sc.metric("gateway CPU per GB (both nodes)", "CPU-s/GB", "gateway_cpu_per_gb", better="lower", **kw)
+        for row in sc.data["metrics"]:
+            ratio = row["ratios"].get("same", {})
+            if ratio.get("median") is not None:
+                ctx.log(f"    cross ÷ same, {row['metric']}: {ratio['median']:.3f} "
+                        f"(rounds {ratio['min']:.3f}–{ratio['max']:.3f})")
+        dead = [f"node{i}" for i, n in enumerate(nodes) if not n.alive()]
+        if dead:
+            raise BenchError(f"cluster node(s) died during the scenario: {', '.join(dead)}")
+    finally:
+        if listener is not None:
+            listener.close()
+        for node in nodes:
+            node.stop()
+        redis.stop()
+    return sc
+
+
 SCENARIOS: list[tuple[str, Callable[[Ctx], ScenarioResult]]] = [
     ("1", s1_bulk), ("2", s2_pingpong), ("3", s3_http_small), ("4", s4_http_big), ("5", s5_soap),
-    ("6", s6_setup), ("7", s7_scale), ("8", s8_slow_reader),
+    ("6", s6_setup), ("7", s7_scale), ("8", s8_slow_reader), ("9", s9_cluster),
 ]

@@ -9,7 +9,12 @@ stdin; each answer is one line ``@@ {json}`` on stdout. One worker plays one rol
   for the bench, and for HTTP the SDK's ``HybridConnectionListener`` (or the bench's raw listener if the SDK is
   not importable or ``http_listener`` says ``raw``);
 * a **load client** (``bulk``, ``pingpong``, ``setup``);
-* **idle connection holders** for the scale scenario (``idle_listen``, ``idle_connect``, ``release``).
+* **idle connection holders** for the scale scenario (``idle_listen``, ``idle_connect``, ``release``);
+* the **SOAP service** (``soap_serve``): the Calculator's Spyne application hosted twice, by
+  ``wcfrelay.service.host.RelayServiceHost`` on the gateway and by a small aiohttp server (the direct baseline),
+  both running ``SpyneBytesApp.handle`` on a thread pool of the same size;
+* a **SOAP caller** (``soap_open``, ``soap_run``, ``soap_close``): zeep, sync for 1 call in flight, ``AsyncClient``
+  on ``wcfrelay.client.AiohttpTransport`` for more, the same client code for the direct and the relayed URL.
 
 Every address is 127.0.0.1. Every loop is bounded in count and time.
 """
@@ -199,6 +204,9 @@ class Worker:
         self.sdk_listener: Any = None
         self.idle: list[Any] = []
         self.idle_listeners: list[RawListener] = []
+        self.soap_host: Any = None
+        self.soap_pool: Any = None
+        self.soap_caller: SoapCaller | None = None
 
     # -- direct servers --------------------------------------------------------------------------------------------
     async def cmd_serve_direct(self) -> dict:
@@ -415,8 +423,226 @@ class Worker:
         await asyncio.sleep(0.1)
         return {"released": n}
 
+    # -- SOAP: the service (both paths) and the caller --------------------------------------------------------
+    async def cmd_soap_serve(self, gw: dict, path: str, max_workers: int = 16) -> dict:
+        """The Calculator (``samples.calculator.service``, SOAP 1.1) behind the gateway and served directly.
+
+        Relayed: ``RelayServiceHost`` + ``BasicHttpRelayBinding`` at ``path`` (its own ``SpyneBytesApp``, its
+        own pool of ``max_workers`` threads). Direct: aiohttp at ``http://127.0.0.1:<port>/<path>``, each request
+        run by ``SpyneBytesApp.handle`` (built as the host builds it) on a pool of ``max_workers`` threads, so both
+        paths run the identical Spyne pipeline; only the transport around it differs.
+        """
+        import concurrent.futures
+        import functools
+
+        from aiohttp import web
+
+        from samples.calculator.service import make_application
+        from wcfrelay.bindings import BasicHttpRelayBinding
+        from wcfrelay.service import SpyneBytesApp
+        from wcfrelay.service.handler import response_headers
+        from wcfrelay.service.host import RelayServiceHost
+
+        logging.getLogger("spyne").setLevel(logging.ERROR)
+        binding = BasicHttpRelayBinding()
+        cs = (f"Endpoint=sb://127.0.0.1:{gw['port']}/;SharedAccessKeyName={gw['key_name']};"
+              f"SharedAccessKey={gw['key']}")
+        host = RelayServiceHost(cs, tls=False, max_workers=max_workers, proxy=None)
+        host.add_endpoint(make_application("soap11"), path, binding)
+        await asyncio.wait_for(host.open(), 30)
+        self.soap_host = host
+
+        app = SpyneBytesApp(make_application("soap11"), max_request_size=binding.max_message,
+                            ws_addressing=binding.ws_addressing)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="bench-spyne")
+        self.soap_pool = pool
+        prefix = "/" + path.strip("/")
+        port_box: list[int] = []
+
+        async def handler(request: web.Request) -> web.Response:
+            body = await request.read()
+            suffix = request.path[len(prefix):] or "/"
+            call = functools.partial(
+                app.handle, body, content_type=request.headers.get("Content-Type", ""),
+                soap_action=request.headers.get("SOAPAction"), http_method=request.method,
+                query_string=request.query_string, path=suffix,
+                public_url=f"http://127.0.0.1:{port_box[0]}{prefix}", headers=dict(request.headers))
+            result = await asyncio.get_running_loop().run_in_executor(pool, call)
+            return web.Response(status=result.status, body=result.body, headers=response_headers(result))
+
+        web_app = web.Application(client_max_size=binding.max_message)
+        web_app.router.add_route("*", prefix, handler)
+        web_app.router.add_route("*", prefix + "/{tail:.*}", handler)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.servers.append(runner)
+        port_box.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return {"direct_port": port_box[0], "max_workers": max_workers, "binding": binding.name,
+                "host_status": str(host.status.value)}
+
+    async def cmd_soap_stop(self) -> dict:
+        if self.soap_host is not None:
+            await asyncio.wait_for(self.soap_host.close(), 30)
+            self.soap_host = None
+        if self.soap_pool is not None:
+            self.soap_pool.shutdown(wait=False, cancel_futures=True)
+            self.soap_pool = None
+        return {}
+
+    async def cmd_soap_open(self, wsdl: str, connection_string: str | None, in_flight: int, warmup: int,
+                            seed: int = 0) -> dict:
+        """Build the zeep client for ``wsdl`` (loading the WSDL), then ``warmup`` checked calls (not timed)."""
+        if self.soap_caller is not None:
+            await self.soap_caller.close()
+        self.soap_caller = SoapCaller(wsdl, connection_string, in_flight, seed)
+        started = time.perf_counter()
+        await self.soap_caller.open()
+        warm = await self.soap_caller.run(duration=3600.0, max_calls=max(warmup, in_flight))
+        return {"client": self.soap_caller.kind, "open_seconds": time.perf_counter() - started,
+                "warmup_failures": warm["failures"], "warmup_error": warm.get("first_error")}
+
+    async def cmd_soap_run(self, duration: float, max_calls: int = 10_000_000) -> dict:
+        """Calls for ``duration`` seconds (at most ``max_calls``); every result checked; latency of each call."""
+        assert self.soap_caller is not None, "soap_open first"
+        return await self.soap_caller.run(duration=duration, max_calls=max_calls)
+
+    async def cmd_soap_close(self) -> dict:
+        if self.soap_caller is not None:
+            await self.soap_caller.close()
+            self.soap_caller = None
+        return {}
+
     async def cmd_pid(self) -> dict:
         return {"pid": os.getpid()}
+
+
+class SoapCaller:
+    """zeep calling ``Add(a, b)`` with varying arguments and checking every sum.
+
+    ``in_flight == 1``: the synchronous ``zeep.Client`` on ``zeep.Transport`` (``requests``), run on a helper thread
+    so the worker's loop stays free; the relayed client is ``wcfrelay.client.relay_zeep_client`` (the same
+    transport class plus the token hook). More in flight: ``zeep.AsyncClient`` on
+    ``wcfrelay.client.AiohttpTransport`` for both paths, with the relay token only on the relayed one.
+    """
+
+    def __init__(self, wsdl: str, connection_string: str | None, in_flight: int, seed: int) -> None:
+        assert urlsplit(wsdl).hostname == "127.0.0.1", wsdl
+        self.wsdl = wsdl
+        self.connection_string = connection_string
+        self.in_flight = max(1, in_flight)
+        self.kind = "zeep.Client (requests)" if self.in_flight == 1 else "zeep.AsyncClient + AiohttpTransport"
+        self.client: Any = None
+        self.next_index = seed * 1_000_003
+
+    def _args(self) -> tuple[int, int]:
+        """Different arguments on every call, within xs:int (negative, zero and positive)."""
+        i = self.next_index
+        self.next_index += 1
+        return (i * 7919) % 2_000_001 - 1_000_000, (i * 104_729) % 1_000_003
+
+    async def open(self) -> None:
+        if self.in_flight == 1:
+            self.client = await asyncio.to_thread(self._build_sync)
+            return
+        import zeep
+
+        from wcfrelay.client import AiohttpTransport, RelayToken, audience_for
+
+        token = (RelayToken.from_credentials(audience_for(self.wsdl), connection_string=self.connection_string)
+                 if self.connection_string else None)
+        transport = AiohttpTransport(token=token, limit=max(100, self.in_flight))
+        self.client = zeep.AsyncClient(self.wsdl, transport=transport)
+
+    def _build_sync(self) -> Any:
+        import requests
+        import zeep
+
+        if self.connection_string:
+            from wcfrelay.client import relay_zeep_client
+
+            return relay_zeep_client(self.wsdl, connection_string=self.connection_string, session=requests.Session())
+        return zeep.Client(self.wsdl, transport=zeep.Transport(session=requests.Session()))
+
+    async def run(self, duration: float, max_calls: int) -> dict:
+        if self.in_flight == 1:
+            samples, failures, wrong, first_error, elapsed = await asyncio.to_thread(self._run_sync, duration,
+                                                                                     max_calls)
+        else:
+            samples, failures, wrong, first_error, elapsed = await self._run_async(duration, max_calls)
+        samples.sort()
+        n = len(samples)
+        return {"calls": n, "seconds": elapsed, "cps": n / elapsed if elapsed > 0 else 0.0,
+                "p50_us": percentile(samples, 50) / 1e3 if samples else None,
+                "p99_us": percentile(samples, 99) / 1e3 if samples else None,
+                "failures": failures + wrong, "wrong_results": wrong, "exceptions": failures,
+                "first_error": first_error}
+
+    def _run_sync(self, duration: float, max_calls: int) -> tuple[list[int], int, int, str | None, float]:
+        samples: list[int] = []
+        failures = wrong = 0
+        first_error: str | None = None
+        clock = time.perf_counter_ns
+        add = self.client.service.Add
+        start = time.perf_counter()
+        deadline = start + duration
+        for _ in range(max_calls):
+            a, b = self._args()
+            t0 = clock()
+            try:
+                got = add(a, b)
+            except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
+                failures += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                samples.append(clock() - t0)
+                if got != a + b:
+                    wrong += 1
+                    first_error = first_error or f"Add({a}, {b}) returned {got!r}"
+            if time.perf_counter() >= deadline:
+                break
+        return samples, failures, wrong, first_error, time.perf_counter() - start
+
+    async def _run_async(self, duration: float, max_calls: int) -> tuple[list[int], int, int, str | None, float]:
+        samples: list[int] = []
+        counts = {"failures": 0, "wrong": 0, "left": max_calls}
+        errors: list[str] = []
+        clock = time.perf_counter_ns
+        add = self.client.service.Add
+        start = time.perf_counter()
+        deadline = start + duration
+
+        async def one_worker() -> None:
+            for _ in range(max_calls):
+                if counts["left"] <= 0 or time.perf_counter() >= deadline:
+                    return
+                counts["left"] -= 1
+                a, b = self._args()
+                t0 = clock()
+                try:
+                    got = await add(a, b)
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    counts["failures"] += 1
+                    errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                    continue
+                samples.append(clock() - t0)
+                if got != a + b:
+                    counts["wrong"] += 1
+                    errors.append(f"Add({a}, {b}) returned {got!r}")
+
+        await asyncio.gather(*(one_worker() for _ in range(self.in_flight)))
+        elapsed = time.perf_counter() - start
+        return samples, counts["failures"], counts["wrong"], (errors[0] if errors else None), elapsed
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        if self.in_flight == 1:
+            client.transport.session.close()
+        else:
+            await client.transport.aclose()
 
 
 async def _serve(worker: Worker) -> None:

@@ -215,7 +215,7 @@ def check_token(
     if rule.entity is not None and rule.entity.lower() != entity.lower():
         raise AuthorizationError(f"rule '{rule.name}' is scoped to another entity")
     if needed not in rule.rights.effective():
-        raise AuthorizationError(f"rule '{rule.name}' lacks the {needed.name.capitalize()} claim")
+        raise AuthorizationError(f"rule '{rule.name}' lacks the {str(needed.name).capitalize()} claim")
     return rule
 
 

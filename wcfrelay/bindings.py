@@ -115,9 +115,16 @@ class RelayBinding:
         return type(self).__name__
 
     @property
+    def _link(self) -> link.Binding:
+        """The link binding; only the hybrid binding has none, and it overrides what uses this."""
+        if self.link_binding is None:
+            raise ConfigError(f"{type(self).__name__} does not use the WCF-style listener link")
+        return self.link_binding
+
+    @property
     def one_way(self) -> bool:
         """True when callers get 202 as soon as the message is delivered (NetOneway, NetEvent)."""
-        return self.link_binding.one_way
+        return self._link.one_way
 
     @property
     def multicast(self) -> bool:
@@ -127,7 +134,7 @@ class RelayBinding:
     @property
     def size_limit(self) -> int:
         """The largest ``max_received_message_size`` the link allows for this binding."""
-        return link.ONEWAY_MAX_MESSAGE if self.link_binding.one_way else link.DEFAULT_MAX_MESSAGE
+        return link.ONEWAY_MAX_MESSAGE if self._link.one_way else link.DEFAULT_MAX_MESSAGE
 
     @property
     def max_message(self) -> int:
@@ -147,7 +154,7 @@ class RelayBinding:
         """The link registration for an endpoint at ``path`` (the query of ``/$wcf/{path}``)."""
         registry = registry or ServiceRegistrySettings()
         return link.Registration(
-            binding=self.link_binding,
+            binding=self._link,
             client_auth=self.client_auth,
             discovery=link.Discovery(registry.discovery),
             display_name=registry.display_name_for(path),

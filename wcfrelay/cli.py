@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from . import cli_client
     except ImportError:  # pragma: no cover - the SDK commands are optional at import time
-        cli_client = None
+        cli_client = None  # type: ignore[assignment]
     if cli_client is not None:
         cli_client.add_listen_parser(sub)
         cli_client.add_send_parser(sub)

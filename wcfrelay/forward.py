@@ -116,7 +116,7 @@ def _probe(target: str, timeout: float = 3.0) -> str | None:
 
 def run_forward(args: argparse.Namespace) -> int:
     """Run the forwarder until Ctrl-C/SIGTERM. Raises ConfigError for bad input (nothing is started then)."""
-    from wcfrelay.bindings import HybridConnectionRelayBinding, ServiceRegistrySettings, binding_for
+    from wcfrelay.bindings import HybridConnectionRelayBinding, RelayBinding, ServiceRegistrySettings, binding_for
     from wcfrelay.service.forward import SoapForwarder, check_target
     from wcfrelay.service.host import RelayServiceHost
 
@@ -125,7 +125,7 @@ def run_forward(args: argparse.Namespace) -> int:
         raise ConfigError(f"give --connection-string or set {ENV_VAR} (a connection string with the Listen right)")
     options = {"client_authentication": args.client_auth, "max_received_message_size": args.max_message}
     if args.layer == "hybrid":
-        binding = HybridConnectionRelayBinding(**options)  # type: ignore[arg-type]
+        binding: RelayBinding = HybridConnectionRelayBinding(**options)  # type: ignore[arg-type]
         if args.discovery == "public":
             raise ConfigError("--discovery public: hybrid connections are never listed in the discovery feed")
     else:

@@ -204,6 +204,7 @@ class WcfRelayExtension:
         if endpoint.binding is lk.Binding.WEB_HTTP:
             return error_response(exc)
         content_type = request.headers.get("Content-Type", "").lower()
+        version: SoapVersion | None
         if "application/soap+xml" in content_type:
             version = SoapVersion.SOAP12
         elif "text/xml" in content_type:
@@ -286,7 +287,7 @@ class WcfRelayExtension:
                     fut.set_exception(ListenerUnavailable("the service host disconnected during the call"))
                     fut.exception()
             log.info("wcf link offline: %s, %d hosts", path, len(endpoint.links))
-        return sock.response  # type: ignore[return-value]
+        return sock.handler_response()
 
     async def _watch(self, link: Link) -> None:
         cfg = self.gateway.config

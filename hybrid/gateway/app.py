@@ -180,9 +180,10 @@ async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel:
 
 
 def _hand_over(target: tuple[PendingRequest | None, msgs.Response] | None, body: bytes | BodyPipe) -> None:
-    if target is None or target[0] is None:
+    pending = target[0] if target is not None else None
+    if target is None or pending is None:
         return
-    pending, message = target
+    message = target[1]
     if not pending.response.done():
         pending.response.set_result((message, body))
     elif isinstance(body, BodyPipe):
@@ -395,7 +396,7 @@ class Gateway:
                 if pending is not None:
                     pending.fail(ListenerUnavailable("the listener disconnected before answering"))
             log.info("listener %s offline on %s (%d listening)", channel.client_id, entity.name, len(listeners))
-        return sock.response
+        return sock.handler_response()
 
     def _public_authority(self, request: web.Request) -> tuple[str, str]:
         """Where a listener should open rendezvous sockets: the address it reached us at (spec §5.3), or the
@@ -536,7 +537,7 @@ class Gateway:
             self.sockets -= 2
             log.debug("relay %s closed on %s (%s)", tracking_id[:36], entity.name,
                       ssock.close_code or lsock.close_code)
-        return ssock.response
+        return ssock.handler_response()
 
     async def handle_accept(self, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
         tracking_id = params.get("sb-hc-id", "")
@@ -554,7 +555,7 @@ class Gateway:
                               attach=False)
         pending.outcome.set_result(Accepted(lsock, request, subprotocol))
         await lsock.done
-        return lsock.response
+        return lsock.handler_response()
 
     async def handle_request_rendezvous(self, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
         """A listener's socket for one HTTP request, opened at our request or its own (spec §2.7)."""
@@ -573,7 +574,7 @@ class Gateway:
             await sock.done
         finally:
             self.sockets -= 1
-        return sock.response
+        return sock.handler_response()
 
     # ---- plain HTTP ----------------------------------------------------------------------------------------------
     async def handle_http(self, request: web.Request) -> web.StreamResponse:

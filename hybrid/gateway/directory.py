@@ -262,7 +262,7 @@ class RedisDirectory(Directory):
                         if message.get("type") == "entity" and isinstance(message.get("name"), str):
                             self._entities.add(message["name"])
                     elif self._on_message is not None:
-                        asyncio.create_task(self._on_message(message))
+                        asyncio.ensure_future(self._on_message(message))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -390,10 +390,10 @@ class RedisDirectory(Directory):
         except Exception as exc:  # noqa: BLE001
             self._degrade(exc)
             return {}
-        urls = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                for k, v in urls.items()}
-        return {i["node"]: (urls.get(i["node"], ""), i["registration"]) for i in items
-                if i["node"] != self.node_id and urls.get(i["node"])}
+        by_node: dict[str, str] = {(k.decode() if isinstance(k, bytes) else str(k)):
+                                   (v.decode() if isinstance(v, bytes) else str(v)) for k, v in urls.items()}
+        return {i["node"]: (by_node.get(i["node"], ""), i["registration"]) for i in items
+                if i["node"] != self.node_id and by_node.get(i["node"])}
 
     async def count_remote_links(self, path: str) -> int:
         if not self.healthy:

@@ -75,7 +75,7 @@ async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Eve
                        reuse_address=True)
     await site.start()
     server = site._server
-    port = server.sockets[0].getsockname()[1] if server and server.sockets else config.port  # type: ignore[union-attr]
+    port = server.sockets[0].getsockname()[1] if server and server.sockets else config.port  # type: ignore[union-attr,attr-defined]
     scheme = "https/wss" if context else "http/ws"
     log.info("gateway listening on %s:%d (%s)", config.host, port, scheme)
     node_url = config.public_url or f"{'https' if context else 'http'}://{_url_host(config.host)}:{port}"

@@ -315,9 +315,14 @@ class GatewaySocket:
             self._paused = False
             self._protocol.resume_reading()
 
+    def handler_response(self) -> web.StreamResponse:
+        """What the aiohttp handler returns: the 101 already sent, so nothing more is written."""
+        assert self.response is not None
+        return self.response
+
     def attach(self, request: web.BaseRequest) -> None:
         """Route the connection's bytes to this socket from now on."""
-        request.protocol.set_parser(self)
+        request.protocol.set_parser(self)  # type: ignore[arg-type]  # same interface as aiohttp's reader
         request.protocol.keep_alive(False)
 
     def remote(self) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from ..errors import FramingError, PayloadTooLarge
 try:  # the C helper shipped with websockets; unmasking is the one per-byte cost of a relay
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - pure-Python fallback
-    _apply_mask = None
+    _apply_mask = None  # type: ignore[assignment]
 
 __all__ = [
     "OP_CONT",

@@ -215,7 +215,8 @@ def parse_message(text: str | bytes) -> Message:
         raw_status = body.get("statusCode")
         try:
             # The doc's example writes the status as a string; .NET sends an int (§2.4).
-            status = int(raw_status) if not isinstance(raw_status, bool) else -1
+            status = int(raw_status) if isinstance(raw_status, (int, str, float)) and not isinstance(
+                raw_status, bool) else -1
         except (TypeError, ValueError, OverflowError):
             status = -1
         if not 100 <= status <= 599:

@@ -420,5 +420,5 @@ def hybrid_websocket_zeep_client(
         client: zeep.AsyncClient | zeep.Client = zeep.Client(wsdl_address, transport=sync_transport, **zeep_kwargs)
     else:
         client = zeep.AsyncClient(wsdl_address, transport=transport, **zeep_kwargs)
-    client.relay_token = token  # type: ignore[attr-defined]
+    client.relay_token = token  # type: ignore[attr-defined,union-attr]
     return client

@@ -1081,7 +1081,7 @@ class RelayServiceHost:
     def _new_backoff(self) -> Backoff:
         return Backoff(self.backoff_initial, self.backoff_max)
 
-    async def _run_in_pool(self, func: Callable[..., SoapResult], *args: Any) -> SoapResult:
+    async def _run_in_pool(self, func: Callable[..., Any], *args: Any) -> Any:
         assert self._pool is not None
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(func, *args))
 
