@@ -13,7 +13,7 @@ calls are in flight on one link and replies come back in any order. The JSON hea
 * host → gateway ``reply``  the answer to a call; body = response body
 * host → gateway ``ack``    a one-way or multicast message was received (the caller then gets 202); a host
   may instead answer a one-way call with a ``reply`` (a fault for a malformed message, or a GET such as ``?wsdl``),
-  which the caller then gets as is; a multicast counts only ``ack``\ s as received
+  which the caller then gets as is; a multicast counts only acknowledgements as received
 * host → gateway ``renewToken``  a fresh Listen token before the current one expires
 * gateway → host ``error``  the gateway refuses something the host sent (for diagnostics; the link stays open)
 
