@@ -141,8 +141,8 @@ class WcfRelayExtension:
             return await self.handle_link(request)
         if raw_path == "/" and request.method in ("GET", "HEAD") and not request.headers.get("Upgrade"):
             return await self.discovery_feed(request)
-        if raw_path.startswith("/$"):
-            return None
+        if raw_path.startswith("/$") or (not self.endpoints and not self.gateway.directory.clustered):
+            return None  # nothing of this layer's could match: no per-request cost for hybrid traffic
         path = unquote(raw_path)
         if path == "/":
             return None

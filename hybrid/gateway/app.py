@@ -618,7 +618,8 @@ class Gateway:
         remote = msgs.RemoteEndpoint(str(peer[0]), int(peer[1])) if peer else None
         length = request.content_length
         has_body = request.body_exists
-        head_size = len(json.dumps(headers)) + len(request_target)
+        # JSON adds a few bytes per header; an estimate is enough to choose inline versus rendezvous.
+        head_size = sum(len(k) + len(v) + 8 for k, v in headers.items()) + len(request_target)
         channel = target if isinstance(target, ListenerChannel) else None
         # Requests for a listener on another node always use a rendezvous here, so the exchange stays on this node.
         inline = channel is not None and head_size <= msgs.INLINE_BODY_LIMIT // 2 and (
