@@ -125,7 +125,8 @@ class ListenerChannel:
                     return
 
 
-async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None) -> None:
+async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
+                               rendezvous_for: str | None = None) -> None:
     """Read what a listener sends on a control channel or an HTTP rendezvous: responses, bodies, renewals.
 
     A body is the one binary message right after its ``response`` (spec §2.1); any other binary message,
@@ -165,7 +166,7 @@ async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel:
             elif kind == TEXT:
                 if announced is not None:  # a body was announced but another message came: the listener broke §2.1
                     _fail(announced, ProtocolError("listener sent no body after body:true"))
-                announced = handle_listener_message(gateway, sock, channel, value)
+                announced = handle_listener_message(gateway, sock, channel, value, rendezvous_for)
             elif kind == CLOSED:
                 break
     except RelayError as exc:
@@ -198,11 +199,21 @@ def _fail(target: tuple[PendingRequest | None, msgs.Response], error: RelayError
 
 
 def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
-                            text: bytes) -> tuple[PendingRequest | None, msgs.Response] | None:
-    """Act on one control message; returns the response whose body comes next, if any."""
+                            text: bytes, rendezvous_for: str | None = None
+                            ) -> tuple[PendingRequest | None, msgs.Response] | None:
+    """Act on one control message; returns the response whose body comes next, if any.
+
+    A response counts only where its request went: on the control channel it was sent on, or on that
+    request's own rendezvous. Anything else is dropped, so one socket can never answer for another.
+    """
     message = msgs.parse_message(text)
     if isinstance(message, msgs.Response):
         pending = gateway.pending_requests.get(message.request_id)
+        if pending is not None and (
+                (rendezvous_for is not None and message.request_id != rendezvous_for)
+                or (rendezvous_for is None and pending.channel is not channel)):
+            log.warning("response for request %s on a socket it was not sent to: dropped", message.request_id[:80])
+            pending = None
         if pending is None or pending.response.done():
             log.info("response for unknown or finished request %s ignored", message.request_id[:80])
             return (None, message) if message.body else None  # its body is read and dropped
@@ -570,7 +581,7 @@ class Gateway:
         if not pending.rendezvous.done():
             pending.rendezvous.set_result(sock)
         try:
-            await pump_listener_socket(self, sock, None)
+            await pump_listener_socket(self, sock, None, rendezvous_for=tracking_id)
             await sock.done
         finally:
             self.sockets -= 1

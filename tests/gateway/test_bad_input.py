@@ -346,3 +346,37 @@ async def test_requests_in_flight_are_capped_with_503(gateway_factory, tmp_path)
                 response = await asyncio.wait_for(task, 10 * TIMEOUT_FACTOR)
                 assert response.status == 200
                 response.release()
+
+
+async def test_a_rendezvous_cannot_answer_for_another_request(gateway):
+    """A response counts only on its request's own rendezvous or the control channel the request went to."""
+    entity = "isolation"
+    control = await websockets.connect(gateway.listen_url(entity), compression=None,
+                                       additional_headers={"ServiceBusAuthorization": gateway.token(entity)})
+    async with aiohttp.ClientSession() as s:
+        headers = {"ServiceBusAuthorization": gateway.token(entity)}
+        first = asyncio.create_task(s.get(f"{gateway.http_base}/{entity}/one", headers=headers))
+        second = asyncio.create_task(s.get(f"{gateway.http_base}/{entity}/two", headers=headers))
+        requests_seen = {}
+        while len(requests_seen) < 2:
+            message = json.loads(await asyncio.wait_for(control.recv(), 10 * TIMEOUT_FACTOR))["request"]
+            requests_seen[message["requestTarget"]] = message
+        one, two = requests_seen[f"/{entity}/one"], requests_seen[f"/{entity}/two"]
+
+        def response(req, body_text):
+            return json.dumps({"response": {"requestId": req["id"], "statusCode": 200, "body": True,
+                                            "responseHeaders": {"X-From": body_text}}})
+
+        async with websockets.connect(one["address"], compression=None) as rendezvous:
+            await rendezvous.send(response(two, "forged"))  # request two was never sent to this socket
+            await rendezvous.send(b"forged body")
+            await rendezvous.send(response(one, "rendezvous"))
+            await rendezvous.send(b"answer one")
+            r1 = await asyncio.wait_for(first, 10 * TIMEOUT_FACTOR)
+            assert await r1.read() == b"answer one"
+        assert not second.done()
+        await control.send(response(two, "control"))
+        await control.send(b"answer two")
+        r2 = await asyncio.wait_for(second, 10 * TIMEOUT_FACTOR)
+        assert await r2.read() == b"answer two" and r2.headers["X-From"] == "control"
+    await control.close()
