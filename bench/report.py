@@ -7,7 +7,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["charts", "markdown", "write_all", "write_index"]
+__all__ = ["UNTARGETED_HEADLINES", "charts", "markdown", "write_all", "write_index"]
+
+#: rows of scenarios without a target whose ratios the results index shows (metric-name prefixes)
+UNTARGETED_HEADLINES: dict[str, tuple[str, ...]] = {"4": ("requests/s",),
+                                                    "9": ("setup p50", "bulk throughput")}
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -272,9 +276,19 @@ def write_index(base: Path) -> None:
             for r in sc.get("metrics", []):
                 for t in r.get("targets", []):
                     verdicts.append(f"({sc['id']}) {'pass' if t.get('pass') else 'FAIL' if t.get('pass') is False else 'n/a'}")
+        ratios = []
+        for sc in res.get("scenarios", []):
+            for prefix in UNTARGETED_HEADLINES.get(sc["id"], ()):
+                r = next((r for r in sc.get("metrics", []) if r["metric"].startswith(prefix)), None)
+                for b, st in ((r or {}).get("ratios") or {}).items():
+                    if st.get("median") is not None:
+                        ratios.append(f"({sc['id']}) {prefix} {_fmt(st['median'])}× {b}")
+        measured = [sc["id"] for sc in res.get("scenarios", []) if sc.get("status") == "measured"]
         lines += [f"## [{p.name}]({p.name}/results.md)", "",
                   f"{meta.get('started', '?')}, {meta.get('duration_s', 0):.0f} s, gateway loop "
-                  f"{'uvloop' if meta.get('gateway_uvloop') else 'asyncio'}. Targets: {', '.join(verdicts) or '—'}.",
+                  f"{'uvloop' if meta.get('gateway_uvloop') else 'asyncio'}. Scenarios measured: "
+                  f"{', '.join(measured) or '—'}. Targets: {', '.join(verdicts) or '—'}."
+                  + (f" No target, ratios: {', '.join(ratios)}." if ratios else ""),
                   ""]
         for c in res.get("charts", []):
             lines.append(f"![{c}]({p.name}/{c})")
