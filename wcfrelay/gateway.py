@@ -11,6 +11,8 @@ configuration and its port, and sees every HTTP request first. ``hybrid`` never 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import logging
 import random
 import time
@@ -38,7 +40,6 @@ from hybrid.errors import (
     RelayTimeout,
 )
 from hybrid.gateway.app import Gateway, error_response
-from hybrid.gateway.relay import new_tracking_id
 from hybrid.gateway.wsconn import BDATA, BEND, BSTART, CLOSED, TEXT, GatewaySocket, upgrade
 from hybrid.protocol import frames as fr
 from hybrid.protocol import messages as msgs
@@ -128,7 +129,10 @@ class WcfRelayExtension:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.endpoints: dict[str, RelayEndpoint] = {}
-        self._random = random.SystemRandom()
+        # Best-effort spreading over hosts needs no system randomness; call ids are plain counters because a call
+        # is bound to its (authenticated) link, so its id is never a credential.
+        self._random = random.Random(os.urandom(16))
+        self._call_ids = itertools.count(1)
         self._cluster_cache: tuple[float, dict[str, tuple[str, str]]] = (0.0, {})
         self._session: aiohttp.ClientSession | None = None
         self._node_token: tuple[float, str] = (0.0, "")
@@ -406,7 +410,7 @@ class WcfRelayExtension:
         remote: dict[str, tuple[str, str]] = {}
         if not forwarded and self.gateway.directory.clustered:
             remote = await self.gateway.directory.remote_links(endpoint.path)
-        call = lk.Call(id=new_tracking_id(), method=request.method, path=suffix, query=urls.filter_query(raw_query),
+        call = lk.Call(id=f"{next(self._call_ids):x}", method=request.method, path=suffix, query=urls.filter_query(raw_query),
                        headers=headers, public_url=public_url, one_way=registration.binding.one_way)
         frame = lk.encode(call, body)
         forward = _Forward(request, headers, body, public_url, remote)
@@ -419,7 +423,7 @@ class WcfRelayExtension:
             return await self._forward(forward, remote[node][0])
         if not links:
             raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
-        link = self._random.choice(links)
+        link = links[0] if len(links) == 1 else self._random.choice(links)
         message, reply_body = await self._exchange(link, call, frame)
         if isinstance(message, lk.Ack):
             return web.Response(status=202)
@@ -457,7 +461,8 @@ class WcfRelayExtension:
             assert link.sock is not None
             link.sock.send_frame(fr.OP_BINARY, frame)
             await link.sock.drain()
-            return await asyncio.wait_for(fut, self.gateway.config.request_timeout)
+            async with asyncio.timeout(self.gateway.config.request_timeout):
+                return await fut
         except asyncio.TimeoutError:
             raise RelayTimeout("the service did not respond in the required time") from None
         except (ConnectionClosed, ListenerUnavailable):
