@@ -40,7 +40,7 @@ from hybrid.errors import (
     RelayTimeout,
 )
 from hybrid.gateway.app import Gateway, error_response
-from hybrid.gateway.wsconn import BDATA, BEND, BSTART, CLOSED, TEXT, GatewaySocket, upgrade
+from hybrid.gateway.wsconn import GatewaySocket, upgrade
 from hybrid.protocol import frames as fr
 from hybrid.protocol import messages as msgs
 from hybrid.protocol import urls
@@ -265,7 +265,7 @@ class WcfRelayExtension:
         endpoint.links.append(link)
         await self.gateway.directory.add_link(path, link.id, registration.to_query())
         try:
-            sock = await upgrade(request, handshake_headers(key, None), label=f"wcf-link:{path}")
+            sock = await upgrade(request, handshake_headers(key, None), label=f"wcf-link:{path}", attach=False)
         except BaseException:
             endpoint.links.remove(link)
             await self.gateway.directory.remove_link(path, link.id)
@@ -273,13 +273,16 @@ class WcfRelayExtension:
             link.ready.exception()
             raise
         link.sock = sock
+        # Each link message is one binary message: handled in the read callback, with no task in between.
+        sock._max_text = registration.max_message + lk.MAX_HEADER + 4
+        sock.on_message = lambda opcode, data: self._on_link_message(link, opcode, data)
+        sock.attach(request)
         link.ready.set_result(None)
         self.gateway.sockets += 1
         log.info("wcf link online: %s (%s) from %s, %d hosts", path, registration.binding.value, client,
                  len(endpoint.links))
         watchdog = asyncio.create_task(self._watch(link))
         try:
-            await self._pump(link)
             await sock.done
         finally:
             watchdog.cancel()
@@ -310,32 +313,10 @@ class WcfRelayExtension:
             if idle >= cfg.ping_interval and sock.is_open:
                 sock.send_frame(fr.OP_PING, b"")
 
-    async def _pump(self, link: Link) -> None:
-        """Read the host's messages: each is one binary message, bounded by the endpoint's message size."""
-        limit = link.endpoint.registration.max_message + lk.MAX_HEADER + 4
-        parts: list[bytes] = []
-        size = 0
-        sock = link.sock
-        assert sock is not None
-        try:
-            while True:
-                kind, value = await sock.receive()
-                if kind == BDATA:
-                    size += len(value)
-                    if size > limit:
-                        raise PayloadTooLarge(f"link message larger than {limit} bytes")
-                    parts.append(value)
-                elif kind == BSTART:
-                    parts, size = [], 0
-                elif kind == BEND:
-                    self._on_message(link, b"".join(parts))
-                    parts, size = [], 0
-                elif kind == TEXT:
-                    raise ProtocolError("link messages are binary")
-                elif kind == CLOSED:
-                    return
-        except RelayError as exc:
-            sock.fail(exc.close_code if exc.close_code != 1011 else 1008, exc.reason)
+    def _on_link_message(self, link: Link, opcode: int, data: bytes) -> None:
+        if opcode != fr.OP_BINARY:
+            raise ProtocolError("link messages are binary")
+        self._on_message(link, data)
 
     def _on_message(self, link: Link, data: bytes) -> None:
         message, body = lk.decode(data)

@@ -18,7 +18,7 @@ import asyncio
 import collections
 import logging
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -58,6 +58,9 @@ class GatewaySocket:
         self.peer: GatewaySocket | None = None
         #: the 101 response; the aiohttp handler returns it so nothing else is written
         self.response: web.StreamResponse | None = None
+        #: message mode (set before :meth:`attach`): called with (opcode, payload) for each whole message, up to
+        #: ``max_text`` bytes, in the read callback itself
+        self.on_message: Callable[[int, bytes], None] | None = None
         # endpoint mode state
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
         self._queued = 0
@@ -161,6 +164,9 @@ class GatewaySocket:
 
     # ---- endpoint mode -------------------------------------------------------------------------------------------
     def _deliver(self, events: list) -> None:
+        if self.on_message is not None:
+            self._deliver_whole(events)
+            return
         for ev in events:
             kind = ev[0]
             if kind == fr.DATA:
@@ -186,6 +192,28 @@ class GatewaySocket:
                         self._text_parts = []
                     else:
                         self._push(BEND, None)
+                    self._message_op = -1
+            else:
+                self._endpoint_control(ev[1], ev[2])
+
+    def _deliver_whole(self, events: list) -> None:
+        """Message mode: each whole message goes to ``on_message`` in this very callback (no task hop)."""
+        assert self.on_message is not None
+        for ev in events:
+            kind = ev[0]
+            if kind == fr.DATA:
+                self._text_size += len(ev[1])
+                if self._text_size > self._max_text:
+                    raise PayloadTooLarge(f"message larger than {self._max_text} bytes")
+                self._text_parts.append(ev[1])
+            elif kind == fr.HEADER:
+                if ev[2] != fr.OP_CONT:
+                    self._message_op = ev[2]
+                    self._text_parts, self._text_size = [], 0
+            elif kind == fr.END:
+                if ev[1]:
+                    parts, self._text_parts = self._text_parts, []
+                    self.on_message(self._message_op, parts[0] if len(parts) == 1 else b"".join(parts))
                     self._message_op = -1
             else:
                 self._endpoint_control(ev[1], ev[2])
