@@ -101,28 +101,27 @@ class ListenerChannel:
                                              suffix=suffix, app_query=app_query, action=action,
                                              tracking_id=tracking_id)
 
-    async def keepalive(self) -> None:
-        """Ping to find half-open channels; close 1008 once the token has expired past its grace (spec §2.5)."""
+    def check(self, now_wall: float, now_loop: float) -> None:
+        """One sweep: ping to find half-open channels (spec §2.9); close 1008 once the token has expired past
+        its grace (spec §2.5)."""
         cfg = self.gateway.config
-        loop = asyncio.get_running_loop()
-        while self.sock.is_open:
-            await asyncio.sleep(min(cfg.ping_interval, 5.0) if cfg.ping_interval > 5 else cfg.ping_interval)
-            if not self.sock.is_open:
-                return
-            if time.time() > self.token_expiry + cfg.token_grace:
-                log.info("listener %s on %s: token expired, closing", self.client_id, self.entity.name)
-                await self.sock.close(1008, "token expired: renew it with renewToken")
-                return
-            idle = loop.time() - self.sock.last_seen
-            if idle > 2 * cfg.ping_interval + 5:
-                log.info("listener %s on %s: no traffic for %.0fs, dropping", self.client_id, self.entity.name, idle)
-                self.sock.abort()
-                return
-            if idle >= cfg.ping_interval:
-                try:
-                    self.sock.send_frame(fr.OP_PING, b"")
-                except ConnectionClosed:
-                    return
+        sock = self.sock
+        if not sock.is_open:
+            return
+        if now_wall > self.token_expiry + cfg.token_grace:
+            log.info("listener %s on %s: token expired, closing", self.client_id, self.entity.name)
+            sock.send_close(1008, "token expired: renew it with renewToken")
+            sock.close_later()
+            return
+        idle = now_loop - sock.last_seen
+        if idle > 2 * cfg.ping_interval + 5:
+            log.info("listener %s on %s: no traffic for %.0fs, dropping", self.client_id, self.entity.name, idle)
+            sock.abort()
+        elif idle >= cfg.ping_interval:
+            try:
+                sock.send_frame(fr.OP_PING, b"")
+            except ConnectionClosed:
+                pass
 
 
 async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
@@ -248,6 +247,7 @@ class Gateway:
         self.channels_by_id: dict[str, ListenerChannel] = {}
         #: this node's own address (scheme://host:port); rendezvous addresses use it in a cluster
         self.node_url = ""
+        self._sweeper: asyncio.Task | None = None
         self.pending_accepts: dict[str, PendingAccept] = {}
         self.pending_requests: dict[str, PendingRequest] = {}
         self.failed_listens = FailureLimiter(config.failed_listen_limit)
@@ -266,15 +266,28 @@ class Gateway:
         return app
 
     async def start(self, node_url: str) -> None:
-        """Called once the node is bound: join the directory (a no-op on a single node)."""
+        """Called once the node is bound: join the directory (a no-op on a single node), start the sweeper."""
         self.node_url = node_url
+        self._sweeper = asyncio.create_task(self._sweep())
         self.directory.node_url = node_url
         await self.directory.start(self._on_node_message, self._snapshot)
         log.info("node %s (%s directory) at %s, event loop %s", self.directory.node_id,
                  "redis" if self.directory.clustered else "local", node_url,
                  type(asyncio.get_running_loop()).__module__.split(".")[0])
 
+    async def _sweep(self) -> None:
+        """One task for every listener's keepalive and token expiry, instead of one task each."""
+        loop = asyncio.get_running_loop()
+        tick = min(self.config.ping_interval, 5.0)
+        while True:
+            await asyncio.sleep(tick)
+            now_wall, now_loop = time.time(), loop.time()
+            for channel in list(self.channels_by_id.values()):
+                channel.check(now_wall, now_loop)
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for ext in self.extensions:
             close = getattr(ext, "close", None)
             if close is not None:
@@ -392,12 +405,10 @@ class Gateway:
         self.sockets += 1
         log.info("listener %s online on %s from %s (%d listening)", channel.client_id, entity.name, client,
                  len(listeners))
-        keepalive = asyncio.create_task(channel.keepalive())
         try:
             await pump_listener_socket(self, sock, channel)
             await sock.done
         finally:
-            keepalive.cancel()
             self.sockets -= 1
             listeners.remove(channel)
             self.channels_by_id.pop(channel_id, None)
@@ -515,8 +526,10 @@ class Gateway:
                     if attempt == DELIVERY_ATTEMPTS - 1:
                         raise  # nobody got the accept: another listener may take the sender
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(pending.outcome), self.config.accept_timeout)
-            except asyncio.TimeoutError:
+                # A timeout context, not wait_for: no extra task per connect (it is on the setup-latency path).
+                async with asyncio.timeout(self.config.accept_timeout):
+                    outcome = await pending.outcome
+            except TimeoutError:
                 raise RelayTimeout("the listener did not accept the connection in time") from None
         finally:
             self.pending_accepts.pop(tracking_id, None)
