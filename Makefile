@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-deps bench bench-quick lint clean
+.PHONY: setup run test test-deps bench bench-deps bench-quick lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,13 @@ test: setup test-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	.ci/py313-setup.sh 3.13.0 .venv313
 
-bench-quick: setup test-deps
+bench-deps: setup
+	$(PY) -m pip install -q -e '.[bench]'
+
+bench-quick: bench-deps test-deps
 	$(PY) -m bench --quick
 
-bench: setup test-deps
+bench: bench-deps test-deps
 	$(PY) -m bench
 
 lint: setup
