@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,6 +12,26 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from .status import translate_connect_error
+
+
+async def shut_down(ws: ClientConnection | None, reason: str, run_task: "asyncio.Task[Any] | None",
+                    tasks: "set[asyncio.Task[Any]]") -> None:
+    """Close a channel politely (at most 10 s), then stop its run loop and the tasks it started.
+
+    Shared by the SDK listener and the WCF-style service host, whose channels end the same way.
+    """
+    if ws is not None:
+        try:
+            await asyncio.wait_for(ws.close(1000, reason), 10)
+        except (TimeoutError, OSError, websockets.ConnectionClosed):
+            pass
+    if run_task is not None:
+        run_task.cancel()
+        await asyncio.gather(run_task, return_exceptions=True)
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 __all__ = ["USER_AGENT", "open_websocket"]
 

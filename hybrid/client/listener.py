@@ -35,7 +35,7 @@ from ..protocol.messages import (
     encode,
     parse_message,
 )
-from ._transport import open_websocket
+from ._transport import open_websocket, shut_down
 from .addressing import RelayAddress, is_connection_string, new_tracking_id, reject_url, split_accept_address
 from .connection import RelayedConnection, _closed_error
 from .http import (
@@ -288,19 +288,8 @@ class HybridConnectionListener:
         open; tasks running ``connection_handler`` or HTTP requests are cancelled. ``async for`` ends."""
         self._closing = True
         channel = self._channel
-        if channel is not None:
-            try:
-                await asyncio.wait_for(channel.ws.close(1000, "listener closed"), 10)
-            except (TimeoutError, OSError, WsConnectionClosed):
-                pass
-        if self._run_task is not None:
-            self._run_task.cancel()
-            await asyncio.gather(self._run_task, return_exceptions=True)
-            self._run_task = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await shut_down(channel.ws if channel is not None else None, "listener closed", self._run_task, self._tasks)
+        self._run_task = None
         self._channel = None
         self._set_status(ListenerStatus.OFFLINE)
         self._accepted.put_nowait(None)

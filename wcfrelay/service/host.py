@@ -54,7 +54,7 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import InvalidStatus
 
 from hybrid.auth import ConnectionString
-from hybrid.client._transport import USER_AGENT
+from hybrid.client._transport import USER_AGENT, shut_down
 from hybrid.client.connection import RelayedConnection
 from hybrid.client.http import RelayedHttpRequest, RelayedHttpResponse
 from hybrid.client.listener import AcceptContext, HybridConnectionListener
@@ -499,19 +499,8 @@ class RelayEndpoint(_Endpoint):
 
     async def _close(self) -> None:
         channel = self._link
-        if channel is not None:
-            try:
-                await asyncio.wait_for(channel.ws.close(1000, "host closed"), 10)
-            except (TimeoutError, OSError, WsConnectionClosed):
-                pass
-        if self._run_task is not None:
-            self._run_task.cancel()
-            await asyncio.gather(self._run_task, return_exceptions=True)
-            self._run_task = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await shut_down(channel.ws if channel is not None else None, "host closed", self._run_task, self._tasks)
+        self._run_task = None
         self._link = None
         self._set_status(ConnectionStatus.OFFLINE)
 
