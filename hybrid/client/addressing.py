@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from ..auth import ConnectionString
 from ..errors import ConfigError
 from ..protocol.urls import HC_PREFIX, filter_query
+
+if TYPE_CHECKING:
+    from .tokens import TokenProvider
 
 __all__ = [
     "RelayAddress",
@@ -210,3 +214,22 @@ def split_accept_address(address: str, entity: str) -> tuple[str, str, str]:
         # The gateway handed out an address for another path; give the application everything.
         suffix = path
     return path, suffix, filter_query(parts.query)
+
+
+def resolve_endpoint(
+    address: str | ConnectionString,
+    token_provider: "TokenProvider | None",
+    *,
+    entity_path: str | None,
+    tls: bool | None,
+    scheme: str | None,
+) -> "tuple[RelayAddress, TokenProvider | None]":
+    """Where a listener or sender connects, and with which tokens: a connection string brings its own key
+    (unless a token provider is given), a plain address uses the provider it comes with."""
+    from .tokens import token_provider_from_connection_string
+
+    if isinstance(address, ConnectionString) or is_connection_string(address):
+        cs = address if isinstance(address, ConnectionString) else ConnectionString.parse(address)
+        resolved = RelayAddress.from_connection_string(cs, entity_path=entity_path, tls=tls, scheme=scheme)
+        return resolved, token_provider if token_provider is not None else token_provider_from_connection_string(cs)
+    return RelayAddress.parse(address, entity_path=entity_path, tls=tls, scheme=scheme), token_provider

@@ -36,7 +36,7 @@ from ..protocol.messages import (
     parse_message,
 )
 from ._transport import open_websocket, shut_down
-from .addressing import RelayAddress, is_connection_string, new_tracking_id, reject_url, split_accept_address
+from .addressing import new_tracking_id, reject_url, resolve_endpoint, split_accept_address
 from .connection import RelayedConnection, _closed_error
 from .http import (
     FLUSH_TIMEOUT,
@@ -48,7 +48,7 @@ from .http import (
     plan_response,
 )
 from .status import DEFAULT_RECONNECT_DELAYS, ListenerStatus, ReconnectLadder, should_reconnect
-from .tokens import DEFAULT_TOKEN_TTL, TokenProvider, renewal_delay, token_provider_from_connection_string
+from .tokens import DEFAULT_TOKEN_TTL, TokenProvider, renewal_delay
 
 __all__ = [
     "AcceptContext",
@@ -207,13 +207,8 @@ class HybridConnectionListener:
         proxy: str | bool | None = True,
         flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
-        if isinstance(address, ConnectionString) or is_connection_string(address):
-            cs = address if isinstance(address, ConnectionString) else ConnectionString.parse(address)
-            self.address = RelayAddress.from_connection_string(cs, entity_path=entity_path, tls=tls, scheme=scheme)
-            if token_provider is None:
-                token_provider = token_provider_from_connection_string(cs)
-        else:
-            self.address = RelayAddress.parse(address, entity_path=entity_path, tls=tls, scheme=scheme)
+        self.address, token_provider = resolve_endpoint(address, token_provider, entity_path=entity_path, tls=tls,
+                                                        scheme=scheme)
         if not 0.0 < renew_fraction < 1.0:
             raise ConfigError("renew_fraction must be between 0 and 1")
         self.token_provider = token_provider

@@ -20,9 +20,9 @@ from yarl import URL
 from ..auth import ConnectionString
 from ..errors import ConnectionClosed, RelayTimeout
 from ._transport import USER_AGENT, open_websocket
-from .addressing import RelayAddress, is_connection_string, new_tracking_id
+from .addressing import new_tracking_id, resolve_endpoint
 from .connection import RelayedConnection
-from .tokens import DEFAULT_TOKEN_TTL, TokenProvider, token_provider_from_connection_string
+from .tokens import DEFAULT_TOKEN_TTL, TokenProvider
 
 __all__ = ["HttpResponse", "HybridConnectionClient"]
 
@@ -70,13 +70,8 @@ class HybridConnectionClient:
         proxy: str | bool | None = True,
         http_timeout: float = 70.0,
     ) -> None:
-        if isinstance(address, ConnectionString) or is_connection_string(address):
-            cs = address if isinstance(address, ConnectionString) else ConnectionString.parse(address)
-            self.address = RelayAddress.from_connection_string(cs, entity_path=entity_path, tls=tls, scheme=scheme)
-            if token_provider is None:
-                token_provider = token_provider_from_connection_string(cs)
-        else:
-            self.address = RelayAddress.parse(address, entity_path=entity_path, tls=tls, scheme=scheme)
+        self.address, token_provider = resolve_endpoint(address, token_provider, entity_path=entity_path, tls=tls,
+                                                        scheme=scheme)
         self.token_provider = token_provider
         self._ssl = ssl
         self._token_ttl = token_ttl
