@@ -139,6 +139,18 @@ class WcfRelayExtension:
         self._buffered = 0  # bytes of request bodies held by calls in flight
 
     # ---- routing -------------------------------------------------------------------------------------------------
+    def claims(self, method: str, raw_path: str) -> bool:
+        """Whether :meth:`handle` might answer (a sync check for the gateway's front end, no I/O)."""
+        if raw_path.startswith(lk.LINK_PREFIX) or raw_path == lk.LINK_PREFIX.rstrip("/"):
+            return True
+        if raw_path == "/":
+            return method in ("GET", "HEAD")
+        if raw_path.startswith("/$") or (not self.endpoints and not self.gateway.directory.clustered):
+            return False
+        if self.gateway.directory.clustered:
+            return True  # another node's endpoints are only known asynchronously
+        return self._find_local(unquote(raw_path)) is not None
+
     async def handle(self, request: web.Request) -> web.StreamResponse | None:
         raw_path = request.rel_url.raw_path
         if raw_path.startswith(lk.LINK_PREFIX) or raw_path == lk.LINK_PREFIX.rstrip("/"):
@@ -159,16 +171,22 @@ class WcfRelayExtension:
         except RelayError as exc:
             return self.error_reply(request, endpoint, exc)
 
-    async def _find(self, path: str) -> tuple[RelayEndpoint, str] | None:
-        """The endpoint a request path names: this node's first, then (in a cluster) any node's."""
+    def _find_local(self, path: str) -> tuple[RelayEndpoint, str] | None:
+        """This node's endpoint for a path, unless a longer hybrid connection name matches it."""
         name, suffix = urls.split_entity(path, lambda n: n.lower() in self.endpoints, hc=False)
+        if not name:
+            return None
         hc_name, _ = urls.split_entity(path, self.gateway.namespace.is_known, hc=False)
         if hc_name and len(hc_name) > len(name):
             return None  # the longest registered name wins, whichever layer it belongs to
-        if name:
-            return self.endpoints[name.lower()], suffix
-        if not self.gateway.directory.clustered:
-            return None
+        return self.endpoints[name.lower()], suffix
+
+    async def _find(self, path: str) -> tuple[RelayEndpoint, str] | None:
+        """The endpoint a request path names: this node's first, then (in a cluster) any node's."""
+        found = self._find_local(path)
+        if found is not None or not self.gateway.directory.clustered:
+            return found
+        hc_name, _ = urls.split_entity(path, self.gateway.namespace.is_known, hc=False)
         paths = await self._cluster_paths()
         name, suffix = urls.split_entity(path, lambda n: n.lower() in paths, hc=False)
         if not name or (hc_name and len(hc_name) > len(name)):

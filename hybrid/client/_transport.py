@@ -33,7 +33,29 @@ async def shut_down(ws: ClientConnection | None, reason: str, run_task: "asyncio
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
 
-__all__ = ["USER_AGENT", "open_websocket"]
+__all__ = ["USER_AGENT", "open_websocket", "send_message_pair"]
+
+
+async def send_message_pair(ws: ClientConnection, text: str, body: bytes | None, lock: asyncio.Lock) -> None:
+    """A text message and the binary message that must follow it directly (spec §2.1), as one write.
+
+    Inside ``websockets``' send context both frames are queued on its sans-I/O protocol object and leave in one
+    system call, so nothing can come between them and no lock is needed. Where that API is missing, two sends
+    under ``lock``.
+    """
+    send_context = getattr(ws, "send_context", None)
+    protocol = getattr(ws, "protocol", None)
+    if send_context is not None and protocol is not None:
+        async with send_context():
+            protocol.send_text(text.encode())
+            if body is not None:
+                protocol.send_binary(body)
+            ws.transport.write(b"".join(protocol.data_to_send()))
+        return
+    async with lock:
+        await ws.send(text)
+        if body is not None:
+            await ws.send(body)
 
 USER_AGENT = f"wcfrelay-python/0.1 websockets/{websockets.__version__}"
 

@@ -39,8 +39,10 @@ BodyLike = bytes | bytearray | memoryview | str | None | AsyncIterable[bytes] | 
 class _Body:
     """A request body read once, as chunks or whole. Stopping early and reading on continues where it stopped."""
 
-    def __init__(self, source: AsyncIterator[bytes] | None) -> None:
-        self._source = source
+    def __init__(self, source: AsyncIterator[bytes] | bytes | None) -> None:
+        #: a body that arrived whole (inline) is kept as it is, so reading it costs nothing
+        self._whole = source if isinstance(source, bytes) else None
+        self._source = None if isinstance(source, bytes) else source
         self._chunks: AsyncIterator[bytes] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -49,6 +51,11 @@ class _Body:
         return self._chunks
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        if self._whole is not None:
+            whole, self._whole = self._whole, None
+            if whole:
+                yield whole
+            return
         if self._source is None:
             return
         async for chunk in self._source:
@@ -57,6 +64,10 @@ class _Body:
 
     async def read(self) -> bytes:
         """Everything not read yet."""
+        if self._chunks is None and self._whole is not None:
+            whole, self._whole, self._source = self._whole, None, None
+            self._chunks = self._iterate()  # exhausted: a second read returns b""
+            return whole
         return b"".join([chunk async for chunk in self])
 
     async def drain(self) -> None:
@@ -99,8 +110,7 @@ class RelayedHttpRequest:
         self.remote_endpoint = remote_endpoint
         #: True when the request arrived over a gateway-initiated rendezvous rather than inline (spec §2.7)
         self.rendezvous = rendezvous
-        source = _one(body) if isinstance(body, bytes) and body else (None if isinstance(body, bytes) else body)
-        self.body = _Body(source)
+        self.body = _Body(body)
 
     @classmethod
     def from_message(
@@ -170,10 +180,10 @@ def status_description(status: int, reason: str | None) -> str:
     """The reason phrase to send: the application's (CR/LF removed) or the standard one (.NET does the same)."""
     if reason:
         return reason.replace("\r", " ").replace("\n", " ")
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    return _PHRASES.get(status, "")
+
+
+_PHRASES = {s.value: s.phrase for s in http.HTTPStatus}
 
 
 def _to_bytes(chunk: Any) -> bytes:

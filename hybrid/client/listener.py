@@ -35,7 +35,7 @@ from ..protocol.messages import (
     encode,
     parse_message,
 )
-from ._transport import open_websocket, shut_down
+from ._transport import send_message_pair, open_websocket, shut_down
 from .addressing import new_tracking_id, reject_url, resolve_endpoint, split_accept_address
 from .connection import RelayedConnection, _closed_error
 from .http import (
@@ -158,10 +158,7 @@ class _ControlChannel:
             await self.ws.send(text)
 
     async def send_with_body(self, text: str, body: bytes | None) -> None:
-        async with self.lock:
-            await self.ws.send(text)
-            if body is not None:
-                await self.ws.send(body)
+        await send_message_pair(self.ws, text, body, self.lock)
 
 
 class HybridConnectionListener:

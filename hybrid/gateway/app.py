@@ -13,6 +13,7 @@ Extensions (the WCF-style relay layer) see every request first and may answer it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import logging
@@ -20,7 +21,7 @@ import random
 import time
 import uuid
 import weakref
-from typing import Any, Protocol
+from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
@@ -66,12 +67,17 @@ GATEWAY_KEY: web.AppKey["Gateway"] = web.AppKey("gateway")
 DELIVERY_ATTEMPTS = 3
 #: Chunk size when streaming a request body to a listener.
 STREAM_CHUNK = 64 * 1024
+RESPONSE_TIMEOUT = "the request was routed to the listener but the listener did not respond in the required time"
 
 
 class Extension(Protocol):
     """Something that serves part of the URL space on the gateway's port (the WCF-style relay layer)."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse | None: ...
+
+    def claims(self, method: str, raw_path: str) -> bool:
+        """Whether ``handle`` might answer this request; ``False`` lets the front end relay it without aiohttp."""
+        ...
 
 
 def error_response(exc: RelayError, *, extra_headers: dict[str, str] | None = None) -> web.Response:
@@ -95,6 +101,10 @@ class ListenerChannel:
         self.token_expiry = token_expiry
         self.pending: set[str] = set()
         self.id = ""
+        #: every request rendezvous address on this channel is this plus the request's id
+        self.request_address_prefix = urls.build_rendezvous_address(
+            scheme=scheme, authority=authority, entity=entity.name, suffix="", app_query="",
+            action=urls.Action.REQUEST, tracking_id="")
 
     def address(self, action: urls.Action, tracking_id: str, *, suffix: str = "", app_query: str = "") -> str:
         return urls.build_rendezvous_address(scheme=self.scheme, authority=self.authority, entity=self.entity.name,
@@ -124,77 +134,92 @@ class ListenerChannel:
                 pass
 
 
-async def pump_listener_socket(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
-                               rendezvous_for: str | None = None) -> None:
-    """Read what a listener sends on a control channel or an HTTP rendezvous: responses, bodies, renewals.
+class ListenerReader:
+    """What a listener sends on a control channel or an HTTP rendezvous: responses, bodies, renewals. Runs in the
+    socket's read callback (no task, no queue): a response reaches its request in the same callback.
 
-    A body is the one binary message right after its ``response`` (spec §2.1); any other binary message,
-    such as the empty one hyco-https sends after ``body:false`` (§2.4), is read and dropped. A body up to the
-    inline limit is collected and handed over whole, in one wake-up of the waiting request; a larger one is
-    streamed through a bounded :class:`BodyPipe`.
+    A body is the one binary message right after its ``response`` (spec §2.1); any other binary message, such as
+    the empty one hyco-https sends after ``body:false`` (§2.4), is read and dropped. A body up to the inline limit
+    is collected and handed over whole; a larger one is streamed through a bounded :class:`BodyPipe`, and the
+    socket stops reading while the pipe is full.
     """
-    announced: tuple[PendingRequest | None, msgs.Response] | None = None  # a response waiting for its body
-    target: tuple[PendingRequest | None, msgs.Response] | None = None  # whose body is arriving now
-    collected: list[bytes] | None = None
-    size = 0
-    pipe: BodyPipe | None = None
-    try:
-        while True:
-            kind, value = await sock.receive()
+
+    def __init__(self, gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
+                 rendezvous_for: str | None = None) -> None:
+        self.gateway = gateway
+        self.sock = sock
+        self.channel = channel
+        self.rendezvous_for = rendezvous_for
+        self.announced: tuple[PendingRequest | None, msgs.Response] | None = None  # a response awaiting its body
+        self.target: tuple[PendingRequest | None, msgs.Response] | None = None  # whose body is arriving now
+        self.collected: list[bytes] | None = None
+        self.size = 0
+        self.pipe: BodyPipe | None = None
+        sock.on_event = self.on_event
+
+    def on_event(self, kind: str, value: Any) -> None:
+        try:
             if kind == BDATA:
-                if pipe is not None:
-                    await pipe.put(value)
-                elif collected is not None:
-                    collected.append(value)
-                    size += len(value)
-                    if size > msgs.INLINE_BODY_LIMIT:  # too big to hold: stream the rest
-                        pipe = BodyPipe()
-                        _hand_over(target, pipe)
-                        for chunk in collected:
-                            await pipe.put(chunk)
-                        collected = None
+                if self.pipe is not None:
+                    self._put(value)
+                elif self.collected is not None:
+                    self.collected.append(value)
+                    self.size += len(value)
+                    if self.size > msgs.INLINE_BODY_LIMIT:  # too big to hold: stream the rest
+                        self.pipe = BodyPipe()
+                        _hand_over(self.target, self.pipe)
+                        for chunk in self.collected:
+                            self._put(chunk)
+                        self.collected = None
             elif kind == BSTART:
-                target, announced = announced, None
-                collected, size = ([], 0) if target is not None and target[0] is not None else (None, 0)
+                self.target, self.announced = self.announced, None
+                self.size = 0
+                self.collected = [] if self.target is not None and self.target[0] is not None else None
             elif kind == BEND:
-                if pipe is not None:
-                    pipe.finish()
-                elif collected is not None:
-                    _hand_over(target, b"".join(collected))
-                target, pipe, collected = None, None, None
+                if self.pipe is not None:
+                    self.pipe.finish()
+                elif self.collected is not None:
+                    _hand_over(self.target, b"".join(self.collected))
+                self.target, self.pipe, self.collected = None, None, None
             elif kind == TEXT:
-                if announced is not None:  # a body was announced but another message came: the listener broke §2.1
-                    _fail(announced, ProtocolError("listener sent no body after body:true"))
-                announced = handle_listener_message(gateway, sock, channel, value, rendezvous_for)
+                if self.announced is not None:  # a body was announced but another message came: §2.1 broken
+                    _fail(self.announced, ProtocolError("listener sent no body after body:true"))
+                self.announced = handle_listener_message(self.gateway, self.sock, self.channel, value,
+                                                         self.rendezvous_for)
             elif kind == CLOSED:
-                break
-    except RelayError as exc:
-        sock.fail(exc.close_code if exc.close_code != 1011 else 1008, exc.reason)
-    finally:
+                self._closed()
+        except RelayError as exc:
+            self.sock.fail(exc.close_code if exc.close_code != 1011 else 1008, exc.reason)
+
+    def _put(self, chunk: bytes) -> None:
+        pipe = self.pipe
+        assert pipe is not None
+        if pipe.put(chunk) and pipe.on_writable is None:
+            self.sock.pause_reading()
+            pipe.on_writable = self.sock.resume_reading
+
+    def _closed(self) -> None:
         gone = ListenerUnavailable("the listener disconnected while sending the response")
-        if pipe is not None:
-            pipe.finish(gone)
-        for waiting in (announced, target):
+        if self.pipe is not None:
+            self.pipe.finish(gone)
+        for waiting in (self.announced, self.target):
             if waiting is not None:
                 _fail(waiting, gone)
+        self.announced = self.target = self.pipe = self.collected = None
 
 
 def _hand_over(target: tuple[PendingRequest | None, msgs.Response] | None, body: bytes | BodyPipe) -> None:
     pending = target[0] if target is not None else None
     if target is None or pending is None:
         return
-    message = target[1]
-    if not pending.response.done():
-        pending.response.set_result((message, body))
-    elif isinstance(body, BodyPipe):
+    if not pending.resolve((target[1], body)) and isinstance(body, BodyPipe):
         body.abandon()
 
 
 def _fail(target: tuple[PendingRequest | None, msgs.Response], error: RelayError) -> None:
     pending = target[0]
-    if pending is not None and not pending.response.done():
-        pending.response.set_exception(error)
-        pending.response.exception()
+    if pending is not None:
+        pending.fail(error)
 
 
 def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
@@ -213,11 +238,11 @@ def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: Li
                 or (rendezvous_for is None and pending.channel is not channel)):
             log.warning("response for request %s on a socket it was not sent to: dropped", message.request_id[:80])
             pending = None
-        if pending is None or pending.response.done():
+        if pending is None or pending.done:
             log.info("response for unknown or finished request %s ignored", message.request_id[:80])
             return (None, message) if message.body else None  # its body is read and dropped
         if not message.body:
-            pending.response.set_result((message, None))
+            pending.resolve((message, None))
             return None
         return pending, message
     if isinstance(message, msgs.RenewToken):
@@ -252,6 +277,8 @@ class Gateway:
         self.pending_requests: dict[str, PendingRequest] = {}
         self.failed_listens = FailureLimiter(config.failed_listen_limit)
         self.extensions: list[Extension] = []
+        #: connections the front end is serving (front.py); the sweeper closes idle ones
+        self.front_ends: set[Any] = set()
         self.sockets = 0
         # Best-effort fairness is all spec §4 asks; ids that must be unguessable use os.urandom instead.
         self._random = random.Random(os.urandom(16))
@@ -284,6 +311,8 @@ class Gateway:
             now_wall, now_loop = time.time(), loop.time()
             for channel in list(self.channels_by_id.values()):
                 channel.check(now_wall, now_loop)
+            for front_end in list(self.front_ends):
+                front_end.check(now_loop)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -313,6 +342,8 @@ class Gateway:
 
     async def _say_goodbye(self, app: web.Application) -> None:
         """Close every socket with 1001 so clients know to reconnect elsewhere (spec §2.6, §2.8)."""
+        for front_end in list(self.front_ends):
+            front_end.close()
         sockets = [s for s in app[SOCKETS_KEY] if s.is_open]
         for sock in sockets:
             sock.going_away()
@@ -393,20 +424,22 @@ class Gateway:
             raise QuotaExceeded(
                 f"'{entity.name}' already has {entity.max_listeners} listeners in the cluster, the most it allows")
         try:
-            sock = await upgrade(request, handshake_headers(key, None), label=f"listener:{entity.name}")
+            sock = await upgrade(request, handshake_headers(key, None), label=f"listener:{entity.name}",
+                                 attach=False)
         except BaseException:
             await self.directory.remove_listener(entity.name, channel_id)
             raise
         channel = ListenerChannel(self, entity, sock, client_id=params.get("sb-hc-id", "")[:64], scheme=scheme,
                                   authority=authority, token_expiry=expiry)
         channel.id = channel_id
+        ListenerReader(self, sock, channel)
+        sock.attach(request)
         listeners.append(channel)
         self.channels_by_id[channel_id] = channel
         self.sockets += 1
         log.info("listener %s online on %s from %s (%d listening)", channel.client_id, entity.name, client,
                  len(listeners))
         try:
-            await pump_listener_socket(self, sock, channel)
             await sock.done
         finally:
             self.sockets -= 1
@@ -585,39 +618,116 @@ class Gateway:
         """A listener's socket for one HTTP request, opened at our request or its own (spec §2.7)."""
         tracking_id = params.get("sb-hc-id", "")
         pending = self.pending_requests.get(tracking_id)
-        if pending is None or pending.rendezvous_used or pending.response.done():
+        if pending is None or pending.rendezvous_used or pending.done:
             raise RendezvousExpired("the request address is unknown, already used or expired")
         pending.rendezvous_used = True
         key = check_upgrade(request.method, request.headers)
-        sock = await upgrade(request, handshake_headers(key, None), label="http-rendezvous")
+        sock = await upgrade(request, handshake_headers(key, None), label="http-rendezvous", attach=False)
+        ListenerReader(self, sock, None, rendezvous_for=tracking_id)
+        sock.attach(request)
         self.sockets += 1
         if not pending.rendezvous.done():
             pending.rendezvous.set_result(sock)
         try:
-            await pump_listener_socket(self, sock, None, rendezvous_for=tracking_id)
             await sock.done
         finally:
             self.sockets -= 1
         return sock.handler_response()
 
     # ---- plain HTTP ----------------------------------------------------------------------------------------------
-    async def handle_http(self, request: web.Request) -> web.StreamResponse:
-        path = unquote(request.rel_url.raw_path)
-        if request.method == "CONNECT":
+    # The front end (front.py) relays simple requests itself; the aiohttp path below takes every other one.
+    # Both go through route_http, open_request, send_inline, close_request and response_parts.
+    def route_http(self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> tuple[Entity, bool]:
+        """The hybrid connection a plain HTTP request is for, once its sender is authorized; and whether its
+        ``Authorization`` header carried the relay token (and must not reach the listener)."""
+        path = unquote(raw_path)
+        if method == "CONNECT":
             raise BadRequest("CONNECT is not relayed")
-        if request.headers.get("Upgrade"):
+        if headers.get("Upgrade"):
             raise BadRequest("protocol upgrades are not relayed over HTTP; use /$hc/ for WebSockets")
-        name, suffix = urls.split_entity(path, self.namespace.is_known, hc=False)
+        name, _suffix = urls.split_entity(path, self.namespace.is_known, hc=False)
         if not name:
             raise EndpointNotFound(f"no hybrid connection at '{path[:200]}'")
         entity = self.namespace.get(name)
         assert entity is not None
-        raw_query = request.rel_url.raw_query_string
         params = urls.parse_query(raw_query)
-        token, _, strip_auth = urls.extract_token(params, request.headers,
+        token, _, strip_auth = urls.extract_token(params, headers,
                                                   authorization_required=entity.requires_client_authorization)
         self.namespace.authorize(token, entity.name, Right.SEND, now=time.time(),
                                  anonymous_ok=not entity.requires_client_authorization)
+        return entity, strip_auth
+
+    @staticmethod
+    def fits_inline(headers: Mapping[str, str], request_target: str, has_body: bool, length: int | None) -> bool:
+        """Whether a request travels on the control channel (spec §2.7) rather than on a rendezvous."""
+        # JSON adds a few bytes per header; an estimate is enough to choose.
+        head_size = sum(len(k) + len(v) + 8 for k, v in headers.items()) + len(request_target)
+        return head_size <= msgs.INLINE_BODY_LIMIT // 2 and (
+            not has_body or (length is not None and length + head_size <= msgs.INLINE_BODY_LIMIT))
+
+    def open_request(self, entity: Entity, target: ListenerChannel | ListenerRef, method: str, request_target: str,
+                     headers: dict[str, str], has_body: bool, remote: msgs.RemoteEndpoint | None,
+                     on_response: Callable[[Any, RelayError | None], None] | None = None) -> PendingRequest:
+        """Register a request that is about to go to ``target``; :meth:`close_request` ends it. The response
+        comes through ``on_response`` if given, else through the ``response`` future."""
+        if len(self.pending_requests) >= self.config.max_connections:
+            # Each pending request may hold an inline body of up to 64 KiB: their number is what bounds memory.
+            raise QuotaExceeded("the gateway has too many requests in flight; retry later", http_status=503)
+        tracking_id = new_tracking_id()  # URL-safe: [A-Za-z0-9_-]
+        channel = target if isinstance(target, ListenerChannel) else None
+        if channel is not None:
+            address = channel.request_address_prefix + tracking_id
+        else:
+            scheme, authority = self.rendezvous_authority(target)
+            address = urls.build_rendezvous_address(scheme=scheme, authority=authority, entity=entity.name,
+                                                    suffix="", app_query="", action=urls.Action.REQUEST,
+                                                    tracking_id=tracking_id)
+        head = msgs.Request(address=address, id=tracking_id, method=method, request_target=request_target,
+                            request_headers=headers, body=has_body, remote_endpoint=remote)
+        pending = PendingRequest(tracking_id, entity.name, channel, head,
+                                 time.monotonic() + self.config.request_timeout, on_response)
+        self.pending_requests[tracking_id] = pending
+        if channel is not None:
+            channel.pending.add(tracking_id)
+        return pending
+
+    @staticmethod
+    def send_inline(pending: PendingRequest, body: bytes) -> None:
+        """The request and its body on the control channel, back to back in one callback: nothing can come
+        between them (spec §2.1)."""
+        sock = pending.channel.sock
+        head = pending.head
+        if bool(body) != head.body:
+            head = dataclasses.replace(head, body=bool(body))
+        sock.send_message_batched(fr.OP_TEXT, msgs.encode(head).encode())
+        if body:
+            sock.send_message_batched(fr.OP_BINARY, body)
+
+    def close_request(self, pending: PendingRequest) -> None:
+        """Forget a request whose response is complete (or failed), and close its rendezvous if it had one."""
+        self.pending_requests.pop(pending.id, None)
+        if pending.channel is not None:
+            pending.channel.pending.discard(pending.id)
+        rendezvous = pending.rendezvous_socket()
+        if rendezvous is not None and rendezvous.is_open:
+            rendezvous.send_close(1000, "response complete")
+            rendezvous.close_later()
+
+    @staticmethod
+    def response_parts(message: msgs.Response, method: str, host: str
+                       ) -> tuple[str | None, list[tuple[str, str]], bool]:
+        """Reason phrase, headers, and whether the response has no body (HEAD, 1xx, 204, 304)."""
+        reason = urls.sanitize_reason(message.status_description or "") or None
+        if message.status_code in (502, 504):
+            log.info("listener answered %d, which is reserved for the gateway", message.status_code)
+        headers = msgs.response_headers_for_sender(message.response_headers, via=f"1.1 {host}")
+        no_body = method == "HEAD" or message.status_code in (204, 304) or message.status_code < 200
+        return reason, headers, no_body
+
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        entity, strip_auth = self.route_http(request.method, request.rel_url.raw_path,
+                                             request.rel_url.raw_query_string, request.headers)
+        raw_query = request.rel_url.raw_query_string
         for attempt in range(DELIVERY_ATTEMPTS):
             target = await self.choose_target(entity)
             if target is None:
@@ -632,68 +742,35 @@ class Gateway:
 
     async def relay_http(self, request: web.Request, entity: Entity, target: ListenerChannel | ListenerRef,
                          raw_query: str, strip_auth: bool) -> web.StreamResponse:
-        via = f"1.1 {request.host}"
         headers = msgs.request_headers_for_listener(request.headers.items(), strip_authorization=strip_auth,
-                                                    via=via)
+                                                    via=f"1.1 {request.host}")
         query = urls.filter_query(raw_query)
         request_target = request.rel_url.raw_path + ("?" + query if query else "")
-        tracking_id = new_tracking_id()
         peer = request.transport.get_extra_info("peername") if request.transport else None
         remote = msgs.RemoteEndpoint(str(peer[0]), int(peer[1])) if peer else None
-        length = request.content_length
         has_body = request.body_exists
-        # JSON adds a few bytes per header; an estimate is enough to choose inline versus rendezvous.
-        head_size = sum(len(k) + len(v) + 8 for k, v in headers.items()) + len(request_target)
         channel = target if isinstance(target, ListenerChannel) else None
         # Requests for a listener on another node always use a rendezvous here, so the exchange stays on this node.
-        inline = channel is not None and head_size <= msgs.INLINE_BODY_LIMIT // 2 and (
-            not has_body or (length is not None and length + head_size <= msgs.INLINE_BODY_LIMIT))
-        scheme, authority = self.rendezvous_authority(target)
-        address = urls.build_rendezvous_address(scheme=scheme, authority=authority, entity=entity.name, suffix="",
-                                                app_query="", action=urls.Action.REQUEST, tracking_id=tracking_id)
-        head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=request_target,
-                            request_headers=headers, body=has_body, remote_endpoint=remote)
-        if len(self.pending_requests) >= self.config.max_connections:
-            # Each pending request may hold an inline body of up to 64 KiB: their number is what bounds memory.
-            raise QuotaExceeded("the gateway has too many requests in flight; retry later", http_status=503)
-        deadline = time.monotonic() + self.config.request_timeout
-        pending = PendingRequest(tracking_id, entity.name, channel, head, deadline)
-        self.pending_requests[tracking_id] = pending
-        if channel is not None:
-            channel.pending.add(tracking_id)
-        rendezvous: GatewaySocket | None = None
+        inline = channel is not None and self.fits_inline(headers, request_target, has_body, request.content_length)
+        pending = self.open_request(entity, target, request.method, request_target, headers, has_body, remote)
         try:
-            if inline and channel is not None:
-                body = await request.read() if has_body else b""
-                head = msgs.Request(address=address, id=tracking_id, method=request.method, request_target=request_target,
-                                    request_headers=headers, body=bool(body), remote_endpoint=remote)
-                # Header and body go out back to back in one callback: nothing can come between them (§2.1).
-                channel.sock.send_text(msgs.encode(head))
-                if body:
-                    channel.sock.send_frame(fr.OP_BINARY, body)
-                await channel.sock.drain()
+            if inline:
+                self.send_inline(pending, await request.read() if has_body else b"")
+                await pending.channel.sock.drain()
             else:
-                await self.deliver(target, msgs.encode(msgs.Request(address=address, id=tracking_id)), tracking_id)
-                rendezvous = await self._wait(pending.rendezvous, deadline,
+                await self.deliver(target, msgs.encode(msgs.Request(address=pending.head.address, id=pending.id)),
+                                   pending.id)
+                rendezvous = await self._wait(pending.rendezvous, pending.expires,
                                               "the listener did not open the request rendezvous in time")
-                rendezvous.send_text(msgs.encode(head))
+                rendezvous.send_text(msgs.encode(pending.head))
                 if has_body:
                     await self._stream_body(request, rendezvous)
-            message, body = await self._wait(pending.response, deadline,
-                                             "the request was routed to the listener but the listener did not "
-                                             "respond in the required time")
+            message, body = await self._wait(pending.response, pending.expires, RESPONSE_TIMEOUT)
             return await self._send_response(request, message, body)
         except ConnectionClosed as exc:
             raise ListenerUnavailable(f"the listener connection closed: {exc.reason}") from None
         finally:
-            self.pending_requests.pop(tracking_id, None)
-            if channel is not None:
-                channel.pending.discard(tracking_id)
-            if rendezvous is None and pending.rendezvous.done() and not pending.rendezvous.exception():
-                rendezvous = pending.rendezvous.result()
-            if rendezvous is not None and rendezvous.is_open:
-                rendezvous.send_close(1000, "response complete")
-                rendezvous.close_later()
+            self.close_request(pending)
 
     async def _wait(self, fut: asyncio.Future, deadline: float, what: str) -> Any:
         try:
@@ -716,11 +793,7 @@ class Gateway:
 
     async def _send_response(self, request: web.Request, message: msgs.Response,
                              body: bytes | BodyPipe | None) -> web.StreamResponse:
-        reason = urls.sanitize_reason(message.status_description or "") or None
-        if message.status_code in (502, 504):
-            log.info("listener answered %d, which is reserved for the gateway", message.status_code)
-        headers = msgs.response_headers_for_sender(message.response_headers, via=f"1.1 {request.host}")
-        no_body = request.method == "HEAD" or message.status_code in (204, 304) or message.status_code < 200
+        reason, headers, no_body = self.response_parts(message, request.method, request.host)
         pipe = body if isinstance(body, BodyPipe) else None
         if no_body and pipe is not None:
             pipe.abandon()

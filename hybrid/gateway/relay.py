@@ -7,9 +7,8 @@ import collections
 import re
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from ..errors import ConnectionClosed, RelayError
 
@@ -22,13 +21,34 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 def new_tracking_id(client_id: str | None = None) -> str:
     """``<guid>_<random>``: starts with the client's ``sb-hc-id`` (or a fresh GUID) for tracing (spec §6.7), and
     ends with 96 random bits because the rendezvous address that carries it is the only credential (§3.4)."""
-    rand = os.urandom(28)  # one system call for both parts
-    head = client_id if client_id and _CLIENT_ID.match(client_id) else str(uuid.UUID(bytes=rand[:16], version=4))
-    return f"{head}_{rand[16:].hex()}"
+    rand = _random_bytes(28)
+    if client_id and _CLIENT_ID.match(client_id):
+        return f"{client_id}_{rand[16:].hex()}"
+    guid = bytearray(rand[:16])
+    guid[6] = (guid[6] & 0x0F) | 0x40  # version 4
+    guid[8] = (guid[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = guid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}_{rand[16:].hex()}"
+
+
+_entropy = bytearray()
+
+
+def _random_bytes(n: int) -> bytes:
+    """Bytes from ``os.urandom``, drawn 4 KiB at a time: one system call per ~146 ids instead of one each."""
+    global _entropy
+    if len(_entropy) < n:
+        _entropy = bytearray(os.urandom(4096))
+    out = bytes(_entropy[:n])
+    del _entropy[:n]
+    return out
 
 
 class BodyPipe:
-    """A bounded stream of body chunks from a listener socket to an HTTP response. ``put`` waits when full."""
+    """A bounded stream of body chunks from a listener socket (written in its read callback) to an HTTP response.
+
+    ``put`` says when the pipe is full; the writer then stops reading its socket until ``on_writable`` is called.
+    """
 
     LIMIT = 256 * 1024
 
@@ -38,19 +58,18 @@ class BodyPipe:
         self._done = False
         self._error: BaseException | None = None
         self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
         self.closed_by_reader = False
+        #: called when a full pipe has room again (or its reader left)
+        self.on_writable: Callable[[], None] | None = None
 
-    async def put(self, chunk: bytes) -> None:
+    def put(self, chunk: bytes) -> bool:
+        """Add a chunk; True when the pipe is now full and the writer should pause."""
         if self.closed_by_reader:
-            return  # the HTTP client went away: drop the rest of the body
-        while self._size >= self.LIMIT and not self.closed_by_reader:
-            self._writable.clear()
-            await self._writable.wait()
+            return False  # the HTTP client went away: drop the rest of the body
         self._chunks.append(chunk)
         self._size += len(chunk)
         self._readable.set()
+        return self._size >= self.LIMIT
 
     def finish(self, error: BaseException | None = None) -> None:
         self._done = True
@@ -58,11 +77,16 @@ class BodyPipe:
         self._readable.set()
 
     def abandon(self) -> None:
-        """The reader stops reading: writers must not block on it."""
+        """The reader stops reading: writers must not wait for it."""
         self.closed_by_reader = True
         self._chunks.clear()
         self._size = 0
-        self._writable.set()
+        self._writable()
+
+    def _writable(self) -> None:
+        if self.on_writable is not None:
+            callback, self.on_writable = self.on_writable, None
+            callback()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
@@ -70,7 +94,7 @@ class BodyPipe:
                 chunk = self._chunks.popleft()
                 self._size -= len(chunk)
                 if self._size < self.LIMIT:
-                    self._writable.set()
+                    self._writable()
                 yield chunk
                 continue
             if self._done:
@@ -104,24 +128,75 @@ class PendingAccept:
     outcome: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-@dataclass
 class PendingRequest:
-    """An HTTP request waiting for its listener's response (spec §2.3, §2.4, §2.7)."""
+    """An HTTP request waiting for its listener's response (spec §2.3, §2.4, §2.7).
 
-    id: str
-    entity: str
-    channel: Any  # ListenerChannel it was sent to
-    head: Any  # the full messages.Request to send on a gateway-initiated rendezvous
-    expires: float
-    rendezvous: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    response: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    rendezvous_used: bool = False
+    The response is ``(Response, body)`` where body is ``bytes``, a :class:`BodyPipe` or ``None``. It reaches the
+    request either through ``on_response`` (called at once: the front end's way, no task switch) or through the
+    ``response`` future (the aiohttp path awaits it). Futures are made only when somebody asks for them.
+    """
+
+    __slots__ = ("id", "entity", "channel", "head", "expires", "on_response", "rendezvous_used", "done",
+                 "_response", "_rendezvous")
+
+    def __init__(self, id: str, entity: str, channel: Any, head: Any, expires: float,
+                 on_response: Callable[[tuple[Any, Any] | None, RelayError | None], None] | None = None) -> None:
+        self.id = id
+        self.entity = entity
+        self.channel = channel  # the ListenerChannel it was sent to (None: a listener on another node)
+        self.head = head  # the full messages.Request to send on a gateway-initiated rendezvous
+        self.expires = expires
+        self.on_response = on_response
+        self.rendezvous_used = False
+        #: a response (or failure) has been delivered
+        self.done = False
+        self._response: asyncio.Future | None = None
+        self._rendezvous: asyncio.Future | None = None
+
+    @property
+    def response(self) -> asyncio.Future:
+        if self._response is None:
+            self._response = asyncio.get_running_loop().create_future()
+        return self._response
+
+    @property
+    def rendezvous(self) -> asyncio.Future:
+        """The listener's rendezvous socket for this request, once it has opened one."""
+        if self._rendezvous is None:
+            self._rendezvous = asyncio.get_running_loop().create_future()
+        return self._rendezvous
+
+    def rendezvous_socket(self) -> Any:
+        """The rendezvous socket if one was opened, else None."""
+        fut = self._rendezvous
+        if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return None
+        return fut.result()
+
+    def resolve(self, result: tuple[Any, Any]) -> bool:
+        """Deliver the response; False if the request already has one (or failed)."""
+        if self.done:
+            return False
+        self.done = True
+        if self.on_response is not None:
+            self.on_response(result, None)
+        elif not self.response.done():
+            self.response.set_result(result)
+        return True
 
     def fail(self, error: RelayError) -> None:
-        for fut in (self.rendezvous, self.response):
-            if not fut.done():
-                fut.set_exception(error)
-                fut.exception()  # mark retrieved: nobody may be waiting any more
+        fut = self._rendezvous
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+            fut.exception()  # mark retrieved: nobody may be waiting any more
+        if self.done:
+            return
+        self.done = True
+        if self.on_response is not None:
+            self.on_response(None, error)
+        elif not self.response.done():
+            self.response.set_exception(error)
+            self.response.exception()
 
 
 class FailureLimiter:

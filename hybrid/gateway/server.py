@@ -13,6 +13,7 @@ from typing import Callable, Sequence, TextIO
 from aiohttp import web
 
 from .app import Extension, Gateway
+from .front import HttpFrontEnd
 from ..errors import ConfigError
 from .config import GatewayConfig
 from .tls import ensure_dev_certificate, server_ssl_context
@@ -71,15 +72,18 @@ async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Eve
     app = gateway.make_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=context, backlog=1024,
-                       reuse_address=True)
-    await site.start()
-    server = site._server
-    port = server.sockets[0].getsockname()[1] if server and server.sockets else config.port  # type: ignore[union-attr,attr-defined]
+    fallback = runner.server
+    assert fallback is not None
+    # Every connection meets the front end first; it relays simple HTTP requests and hands the rest to aiohttp.
+    server = await asyncio.get_running_loop().create_server(
+        lambda: HttpFrontEnd(gateway, fallback), config.host or None, config.port,
+        ssl=context, backlog=1024, reuse_address=True)
+    port = server.sockets[0].getsockname()[1] if server.sockets else config.port
     scheme = "https/wss" if context else "http/ws"
     log.info("gateway listening on %s:%d (%s)", config.host, port, scheme)
     node_url = config.public_url or f"{'https' if context else 'http'}://{_url_host(config.host)}:{port}"
     if config.redis_url and not config.public_url and config.host in ("", "0.0.0.0", "::"):
+        server.close()
         await runner.cleanup()
         raise ConfigError("a cluster node bound to every interface needs --public-url: the address other nodes' "
                           "senders make listeners open rendezvous sockets to")
@@ -91,6 +95,7 @@ async def serve(gateway: Gateway, *, out: TextIO = sys.stdout, stop: asyncio.Eve
     try:
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
+        server.close()
         await runner.cleanup()
         await gateway.stop()
 

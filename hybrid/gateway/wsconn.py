@@ -8,14 +8,14 @@ After the 101 the socket replaces aiohttp's payload parser, so the bytes of the 
   no reassembly. When the peer's transport asks to pause writing, this socket stops reading until it drains, so a
   slow reader slows the writer and gateway memory stays flat.
 * **endpoint** (control channels and HTTP rendezvous, where the gateway itself speaks): text messages are
-  reassembled up to a bound, binary messages are streamed chunk by chunk to one consumer through a small queue that
-  pauses reading when it fills.
+  reassembled up to a bound, binary messages are passed on chunk by chunk; both go to ``on_event`` in the read
+  callback, whose owner pauses reading when it cannot take more. Or, in message mode, whole messages up to a bound
+  go to ``on_message``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import weakref
 from typing import Any, Callable
@@ -36,8 +36,6 @@ TEXT, BSTART, BDATA, BEND, CLOSED = "text", "bstart", "bdata", "bend", "closed"
 #: Every open gateway socket of an application, so shutdown can say goodbye (a WeakSet).
 SOCKETS_KEY: web.AppKey["weakref.WeakSet[GatewaySocket]"] = web.AppKey("gateway_sockets")
 
-#: Bytes queued for a slow consumer before the socket stops reading.
-QUEUE_LIMIT = 256 * 1024
 #: How long a close handshake may take before the connection is dropped.
 CLOSE_TIMEOUT = 5.0
 
@@ -56,15 +54,16 @@ class GatewaySocket:
         self._parser = fr.FrameParser(require_mask=True)
         self._max_text = max_text
         self.peer: GatewaySocket | None = None
+        self._batch: list[bytes] | None = None  # messages waiting for this iteration's write
         #: the 101 response; the aiohttp handler returns it so nothing else is written
         self.response: web.StreamResponse | None = None
         #: message mode (set before :meth:`attach`): called with (opcode, payload) for each whole message, up to
         #: ``max_text`` bytes, in the read callback itself
         self.on_message: Callable[[int, bytes], None] | None = None
+        #: event mode (set before :meth:`attach`): called with (TEXT, bytes), (BSTART, None), (BDATA, bytes),
+        #: (BEND, None) and finally (CLOSED, (code, reason)), in the read callback itself
+        self.on_event: Callable[[str, Any], None] | None = None
         # endpoint mode state
-        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
-        self._queued = 0
-        self._waiter: asyncio.Future[None] | None = None
         self._message_op = -1
         self._text_parts: list[bytes] = []
         self._text_size = 0
@@ -231,31 +230,8 @@ class GatewaySocket:
         # unsolicited pongs only refresh last_seen
 
     def _push(self, kind: str, value: Any) -> None:
-        self._queue.append((kind, value))
-        if kind == BDATA:
-            self._queued += len(value)
-            if self._queued > QUEUE_LIMIT and not self._paused:
-                self.pause_reading()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def receive(self) -> tuple[str, Any]:
-        """Next endpoint event: (TEXT, bytes), (BSTART, None), (BDATA, bytes), (BEND, None) or (CLOSED, (code, reason))."""
-        while not self._queue:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        kind, value = self._queue.popleft()
-        if kind == BDATA:
-            self._queued -= len(value)
-            if self._paused and self._queued <= QUEUE_LIMIT // 2:
-                self.resume_reading()
-        elif kind == CLOSED:
-            self._queue.appendleft((kind, value))  # stays closed for every later call
-        return kind, value
+        if self.on_event is not None:
+            self.on_event(kind, value)
 
     # ---- writing -------------------------------------------------------------------------------------------------
     @property
@@ -265,9 +241,28 @@ class GatewaySocket:
     def send_text(self, text: str) -> None:
         self.send_frame(fr.OP_TEXT, text.encode("utf-8"))
 
+    def send_message_batched(self, opcode: int, payload: bytes) -> None:
+        """Send one whole message with the others sent in this event-loop iteration, in one write: a control
+        channel busy with many small requests costs one system call per iteration rather than one per message."""
+        if self._eof or self.close_sent:
+            raise ConnectionClosed(f"{self.label}: socket closed")
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = []
+            self._loop.call_soon(self._flush_batch)
+        batch.append(fr.frame_header(True, opcode, len(payload)))
+        batch.append(payload)
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and not self._eof:
+            self._transport.write(b"".join(batch))
+
     def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
         if self._eof or self.close_sent:
             raise ConnectionClosed(f"{self.label}: socket closed")
+        if self._batch:
+            self._flush_batch()  # frames leave in the order they were sent
         header = fr.frame_header(fin, opcode, len(payload))
         # One write, one system call; past 64 KiB the copy costs more than the second call saves.
         if len(payload) <= 65536:
@@ -292,6 +287,8 @@ class GatewaySocket:
         self.close_sent = True
         if code in (1005, 1006, 1015):  # never valid on the wire (spec §2.6): say "going away"
             code = 1001
+        if self._batch:
+            self._flush_batch()
         self._transport.write(fr.encode_close(code, reason))
 
     def going_away(self, reason: str = "the gateway is shutting down") -> None:

@@ -55,6 +55,7 @@ HOP_BY_HOP = frozenset(
 _RELAY_AUTH = frozenset({"servicebusauthorization"})
 #: RFC 7230 ``token``: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,11 @@ Message = Accept | Request | Response | RenewToken | Unknown
 
 def encode(message: Accept | Request | Response | RenewToken) -> str:
     """Compact JSON text for one control message."""
-    return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(message.to_json())
+
+
+#: one encoder for every message (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _str_map(value: Any, what: str) -> dict[str, str]:
@@ -314,4 +319,4 @@ def _safe_header(name: str, value: str) -> bool:
     if not _TOKEN.fullmatch(name):
         return False
     # RFC 7230 field-value: no control characters except HTAB (CR, LF and NUL would split the response).
-    return not any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in value)
+    return _UNSAFE_VALUE.search(value) is None

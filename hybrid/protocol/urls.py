@@ -171,6 +171,8 @@ def reject_parameters(params: Mapping[str, str]) -> tuple[int, str] | None:
 
 def sanitize_reason(text: str) -> str:
     """A reason phrase safe for a status line: printable ASCII, no CR/LF, bounded."""
+    if text.isascii() and text.isprintable():
+        return text.strip()[:256]  # the usual case, without a pass per character
     cleaned = "".join(c if 32 <= ord(c) < 127 else " " for c in text)
     return cleaned.strip()[:256]
 
