@@ -54,6 +54,7 @@ from .relay import (
     PendingAccept,
     PendingRequest,
     Rejected,
+    RESPONSE_TIMEOUT,
     new_tracking_id,
 )
 from .wsconn import BDATA, BEND, BSTART, CLOSED, SOCKETS_KEY, TEXT, GatewaySocket, upgrade
@@ -67,7 +68,6 @@ GATEWAY_KEY: web.AppKey["Gateway"] = web.AppKey("gateway")
 DELIVERY_ATTEMPTS = 3
 #: Chunk size when streaming a request body to a listener.
 STREAM_CHUNK = 64 * 1024
-RESPONSE_TIMEOUT = "the request was routed to the listener but the listener did not respond in the required time"
 
 
 class Extension(Protocol):
@@ -303,9 +303,10 @@ class Gateway:
                  type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     async def _sweep(self) -> None:
-        """One task for every listener's keepalive and token expiry, instead of one task each."""
+        """One task for every listener's keepalive and token expiry and every front-end request's deadline,
+        instead of a task or timer each. Deadlines are kept to within a second."""
         loop = asyncio.get_running_loop()
-        tick = min(self.config.ping_interval, 5.0)
+        tick = min(self.config.ping_interval, 1.0)
         while True:
             await asyncio.sleep(tick)
             now_wall, now_loop = time.time(), loop.time()

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ListenerUnavailable, RelayError, RelayTimeout
 from ..protocol import http1
 from ..protocol import messages as msgs
 from ..protocol import urls
-from .relay import BodyPipe, PendingRequest
+from .relay import RESPONSE_TIMEOUT, BodyPipe, PendingRequest
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -54,7 +55,6 @@ class HttpFrontEnd(asyncio.Protocol):
         self._state = IDLE
         self._head: http1.RequestHead | None = None
         self._pending: PendingRequest | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._remote: msgs.RemoteEndpoint | None = None
         self._read_paused = False
         self._write_paused = False
@@ -173,7 +173,9 @@ class HttpFrontEnd(asyncio.Protocol):
                                                         via=f"1.1 {head.host}")
             query = urls.filter_query(head.query)
             request_target = head.path + ("?" + query if query else "")
-            if not gateway.fits_inline(headers, request_target, bool(body), len(body)):
+            # (the exact estimate only where the raw head says it could matter)
+            if head.size + len(body) > msgs.INLINE_BODY_LIMIT // 2 - 1024 and \
+                    not gateway.fits_inline(headers, request_target, bool(body), len(body)):
                 return False  # the rendezvous path
             pending = gateway.open_request(entity, channel, head.method, request_target, headers, bool(body),
                                            self._remote, on_response=self._on_response)
@@ -187,22 +189,13 @@ class HttpFrontEnd(asyncio.Protocol):
             self._write_error(exc)
             self._finish_exchange(advance=False)  # the loop in _advance goes on: no recursion per request
             return True
-        self._pending = pending
-        self._timer = self._loop.call_at(self._loop.time() + gateway.config.request_timeout, self._time_out)
+        self._pending = pending  # its deadline is watched by the gateway's sweeper (check), not a timer each
         return True
 
-    def _time_out(self) -> None:
-        self._timer = None
-        if self._pending is not None:
-            self._pending.fail(RelayTimeout(
-                "the request was routed to the listener but the listener did not respond in the required time"))
 
     def _on_response(self, result: tuple[msgs.Response, bytes | BodyPipe | None] | None,
                      error: RelayError | None) -> None:
         """The listener's response (or why there is none), called by the listener socket's reader."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         pending = self._pending
         head = self._head
         assert pending is not None and head is not None
@@ -329,9 +322,12 @@ class HttpFrontEnd(asyncio.Protocol):
             self._transport.close()
 
     def check(self, now: float) -> None:
-        """One sweep: close a connection idle past the keep-alive timeout, or one that started a request and did
-        not finish sending it in time."""
-        if self._state == IDLE and not self._buf:
+        """One sweep: answer 504 for a request past its deadline; close a connection idle past the keep-alive
+        timeout, or one that started a request and did not finish sending it in time."""
+        pending = self._pending
+        if pending is not None and not pending.done and time.monotonic() > pending.expires:
+            pending.fail(RelayTimeout(RESPONSE_TIMEOUT))
+        elif self._state == IDLE and not self._buf:
             if now - self.last_active > KEEPALIVE_TIMEOUT:
                 self.close()
         elif self._state in (IDLE, BODY) and now - self._started > REQUEST_READ_TIMEOUT:

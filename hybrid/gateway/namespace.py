@@ -49,7 +49,7 @@ class Namespace:
         self.rules: list[SasRule] = list(config.rules)
         self.dynamic = config.dynamic
         self._entities: dict[str, Entity] = {}
-        self._verified: collections.OrderedDict[tuple[str, str, Right], tuple[SasRule, int]] = \
+        self._verified: collections.OrderedDict[tuple[str, str, int], tuple[SasRule, int]] = \
             collections.OrderedDict()
         for hc in config.hybrid_connections.values():
             self._entities[hc.name.lower()] = Entity(
@@ -106,7 +106,7 @@ class Namespace:
             raise AuthenticationError("missing token: send it in the ServiceBusAuthorization header")
         # A client sends the same token with every request; verifying it once per (token, entity, claim) is
         # enough while it is unexpired. Only successes are cached, and expiry is checked on every use.
-        key = (token, entity_name.lower(), needed)
+        key = (token, entity_name.lower(), needed.value)  # an int: Flag members hash in Python code
         hit = self._verified.get(key)
         if hit is not None:
             rule, expiry = hit

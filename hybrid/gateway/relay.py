@@ -5,23 +5,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
+from ..entropy import random_bytes
 from ..errors import ConnectionClosed, RelayError
 
 __all__ = ["BodyPipe", "PendingAccept", "PendingRequest", "Accepted", "Rejected", "new_tracking_id",
            "FailureLimiter"]
 
+RESPONSE_TIMEOUT = "the request was routed to the listener but the listener did not respond in the required time"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 
 
 def new_tracking_id(client_id: str | None = None) -> str:
     """``<guid>_<random>``: starts with the client's ``sb-hc-id`` (or a fresh GUID) for tracing (spec §6.7), and
     ends with 96 random bits because the rendezvous address that carries it is the only credential (§3.4)."""
-    rand = _random_bytes(28)
+    rand = random_bytes(28)
     if client_id and _CLIENT_ID.match(client_id):
         return f"{client_id}_{rand[16:].hex()}"
     guid = bytearray(rand[:16])
@@ -29,19 +30,6 @@ def new_tracking_id(client_id: str | None = None) -> str:
     guid[8] = (guid[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = guid.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}_{rand[16:].hex()}"
-
-
-_entropy = bytearray()
-
-
-def _random_bytes(n: int) -> bytes:
-    """Bytes from ``os.urandom``, drawn 4 KiB at a time: one system call per ~146 ids instead of one each."""
-    global _entropy
-    if len(_entropy) < n:
-        _entropy = bytearray(os.urandom(4096))
-    out = bytes(_entropy[:n])
-    del _entropy[:n]
-    return out
 
 
 class BodyPipe:

@@ -208,6 +208,13 @@ def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> byte
     return frame_header(fin, opcode, len(payload)) + payload
 
 
+def encode_masked_frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
+    """A whole client-to-server frame, masked with the 4 unpredictable bytes ``mask`` (RFC 6455 §5.3)."""
+    header = bytearray(frame_header(True, opcode, len(payload)))
+    header[1] |= 0x80
+    return bytes(header) + mask + apply_mask(payload, mask)
+
+
 def encode_close(code: int | None, reason: str = "") -> bytes:
     """A close frame; ``None`` sends an empty close payload (no status)."""
     if code is None:

@@ -24,10 +24,16 @@ MAX_HEAD = 32 * 1024
 #: Most header lines the front end parses (aiohttp's limits apply beyond it).
 MAX_HEADERS = 100
 
-_METHOD = re.compile(r"[A-Z]{1,20}")
-_TARGET = re.compile(r"/[\x21-\x7e]*")
-# name ":" OWS value OWS, where the value has no control characters but HTAB (RFC 9110 §5.5).
-_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x20-\x7e\t]*[\x21-\x7e])?)[ \t]*")
+# The whole head in one match: request line, header lines of RFC 9110 field syntax (no obs-fold, no space before
+# the colon, no control characters but HTAB in values), the blank line. The character classes exclude CR and LF, so
+# a bare one cannot match anywhere. Every line can match in one way only (a value starts and ends with a visible
+# character), so a head that fails costs linear time, never exponential backtracking.
+_HEAD = re.compile(
+    r"([A-Z]{1,20}) (/[\x21-\x7e]*) HTTP/1\.1\r\n"
+    r"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?[ \t]*\r\n){0,"
+    + str(MAX_HEADERS) + r"})\r\n")
+# Name and value of each line of a head that _HEAD accepted.
+_FIELD = re.compile(r"([^:]+):[ \t]*((?:[^\r \t](?:[^\r]*[^\r \t])?)?)[ \t]*\r\n")
 _DIGITS = re.compile(r"[0-9]{1,12}")
 
 
@@ -47,55 +53,33 @@ class RequestHead:
 
 def parse_request_head(head: bytes) -> RequestHead | None:
     """``head`` is everything up to and including the blank line. ``None``: not a simple request (see above)."""
-    if not head.isascii() or len(head) > MAX_HEAD or not head.endswith(b"\r\n\r\n"):
+    if len(head) > MAX_HEAD or not head.isascii():
         return None
-    text = head.decode("ascii")
-    body = text[:-4]
-    lines = body.split("\r\n")
-    # Every CR and LF must belong to a CRLF: a bare one is a line ending two parsers might read differently.
-    if len(lines) > MAX_HEADERS + 1 or body.count("\r") + body.count("\n") != 2 * (len(lines) - 1):
+    m = _HEAD.fullmatch(head.decode("ascii"))
+    if m is None:
         return None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[2] != "HTTP/1.1":
-        return None
-    method, target = parts[0], parts[1]
-    if not _METHOD.fullmatch(method) or method == "CONNECT" or not _TARGET.fullmatch(target) or "#" in target:
+    method, target, fields = m.groups()
+    if method == "CONNECT" or "#" in target:
         return None
     path, _, query = target.partition("?")
     if "//" in path or "/." in path:
         return None  # dot segments and empty segments: aiohttp's URL handling may normalise them
-    headers: CIMultiDict[str] = CIMultiDict()
-    host: str | None = None
-    length: str | None = None
-    keep_alive = True
-    for line in lines[1:]:
-        m = _FIELD.fullmatch(line)
-        if m is None:
-            return None  # obs-fold, a space before the colon, a control character, no colon
-        name, value = m.group(1), m.group(2)
-        lname = name.lower()
-        if lname == "host":
-            if host is not None:
-                return None
-            host = value
-        elif lname == "content-length":
-            if length is not None or not _DIGITS.fullmatch(value):
-                return None
-            length = value
-        elif lname in ("transfer-encoding", "expect", "upgrade"):
-            return None
-        elif lname == "connection":
-            tokens = {t.strip().lower() for t in value.split(",")}
-            if "upgrade" in tokens:
-                return None
-            if "close" in tokens:
-                keep_alive = False
-        headers.add(name, value)
-    if not host:
+    headers: CIMultiDict[str] = CIMultiDict(_FIELD.findall(fields))
+    hosts = headers.getall("Host", ())
+    lengths = headers.getall("Content-Length", ())
+    if len(hosts) != 1 or not hosts[0] or len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
         return None
-    return RequestHead(method=method, target=target, path=path, query=query, headers=headers, host=host,
-                       content_length=int(length) if length is not None else 0, keep_alive=keep_alive,
-                       size=len(head))
+    if "Transfer-Encoding" in headers or "Expect" in headers or "Upgrade" in headers:
+        return None
+    keep_alive = True
+    for value in headers.getall("Connection", ()):
+        tokens = {t.strip().lower() for t in value.split(",")}
+        if "upgrade" in tokens:
+            return None
+        if "close" in tokens:
+            keep_alive = False
+    return RequestHead(method=method, target=target, path=path, query=query, headers=headers, host=hosts[0],
+                       content_length=int(lengths[0]) if lengths else 0, keep_alive=keep_alive, size=len(head))
 
 
 _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently", 302: "Found",

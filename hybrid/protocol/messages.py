@@ -58,7 +58,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RemoteEndpoint:
     address: str
     port: int
@@ -67,7 +67,7 @@ class RemoteEndpoint:
         return {"address": self.address, "port": self.port}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Accept:
     """Gateway → listener: a sender is waiting; open a WebSocket to ``address`` (§2.2)."""
 
@@ -83,7 +83,7 @@ class Accept:
         return {"accept": body}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """Gateway → listener HTTP request (§2.3). Without ``method`` it is the rendezvous-only shape (b)."""
 
@@ -112,7 +112,7 @@ class Request:
         return {"request": body}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Response:
     """Listener → gateway HTTP response (§2.4)."""
 
@@ -134,7 +134,7 @@ class Response:
         return {"response": out}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RenewToken:
     """Listener → gateway: a fresh token for the control channel (§2.5). The token is raw, not URL-encoded."""
 
@@ -144,7 +144,7 @@ class RenewToken:
         return {"renewToken": {"token": self.token}}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Unknown:
     """A well-formed message with a key nobody here knows; receivers ignore it (§2.1)."""
 
@@ -203,7 +203,7 @@ def parse_message(text: str | bytes) -> Message:
     ):
         raise PayloadTooLarge(f"control message larger than {MAX_CONTROL_MESSAGE} bytes")
     try:
-        data = json.loads(text)
+        data = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
         raise ProtocolError(f"control message is not JSON: {exc.__class__.__name__}") from None
     if not isinstance(data, dict) or len(data) != 1:

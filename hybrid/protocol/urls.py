@@ -97,7 +97,7 @@ def split_entity(path: str, is_known: Callable[[str], bool], *, hc: bool) -> tup
     """
     if len(path) > MAX_URL_LENGTH:
         raise BadRequest("URL too long")
-    segments = [s for s in path.split("/")]
+    segments = path.split("/")
     if segments and segments[0] == "":
         segments = segments[1:]
     if hc:
@@ -106,7 +106,7 @@ def split_entity(path: str, is_known: Callable[[str], bool], *, hc: bool) -> tup
         segments = segments[1:]
     if not segments or not segments[0]:
         raise BadRequest("no hybrid connection name in the path")
-    if any(s in (".", "..") for s in segments):
+    if "." in segments or ".." in segments:
         raise BadRequest("path segments '.' and '..' are not allowed")
     for n in range(len(segments), 0, -1):
         name = "/".join(segments[:n])

@@ -66,6 +66,14 @@ def test_doubtful_heads_are_declined(raw):
     assert http1.parse_request_head(raw) is None
 
 
+def test_a_failing_head_never_backtracks_exponentially():
+    """Each line parses one way only: 100 lines with spaces in their values, then a bad one, fail at once (with an
+    ambiguous value pattern this took 2^100 steps)."""
+    lines = [f"X-{i}: a b " for i in range(99)]
+    assert http1.parse_request_head(head("GET /x HTTP/1.1", "Host: h", *lines, "Bad Line")) is None
+    assert http1.parse_request_head(head("GET /x HTTP/1.1", "Host: h", *lines, "X-Last: \x01")) is None
+
+
 def test_oversized_head_is_declined():
     assert http1.parse_request_head(head("GET /x HTTP/1.1", "Host: h", "X-Big: " + "a" * http1.MAX_HEAD)) is None
 
