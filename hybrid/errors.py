@@ -20,6 +20,8 @@ Each subclass says how it maps onto the wire, so the gateway never chooses a sta
 
 from __future__ import annotations
 
+import json
+
 __all__ = [
     "RelayError",
     "ProtocolError",
@@ -57,6 +59,10 @@ class RelayError(Exception):
         """A one-line reason phrase safe for an HTTP status line."""
         text = str(self).replace("\r", " ").replace("\n", " ")
         return text[:200]
+
+    def json_body(self) -> bytes:
+        """Azure's JSON error body (spec §2.8): ``{"error": {"code": …, "message": …}}``."""
+        return json.dumps({"error": {"code": self.code, "message": self.reason}}).encode()
 
 
 class ProtocolError(RelayError):

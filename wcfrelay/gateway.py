@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote
 
 import aiohttp
@@ -39,9 +39,10 @@ from hybrid.errors import (
     RelayError,
     RelayTimeout,
 )
-from hybrid.gateway.app import Gateway, error_response
+from hybrid.gateway.app import Gateway
 from hybrid.gateway.wsconn import GatewaySocket, upgrade
 from hybrid.protocol import frames as fr
+from hybrid.protocol import http1
 from hybrid.protocol import messages as msgs
 from hybrid.protocol import urls
 from hybrid.protocol.handshake import check_upgrade, handshake_headers
@@ -66,6 +67,10 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 FORWARDED_HEADER = "X-Relay-Node-Authorization"
 PUBLIC_URL_HEADER = "X-Relay-Public-Url"
 _NODE_HEADERS = frozenset({FORWARDED_HEADER.lower(), PUBLIC_URL_HEADER.lower()})
+#: Headers a host never sees: connection-level ones, the nodes' own, the relay token (and ``Authorization`` when
+#: it carried the token).
+_NOT_FOR_HOSTS = msgs.HOP_BY_HOP | _NODE_HEADERS | {"servicebusauthorization"}
+_NOT_FOR_HOSTS_WITH_AUTH = _NOT_FOR_HOSTS | {"authorization"}
 _CLUSTER_AUDIENCE = "$cluster"
 
 
@@ -95,7 +100,9 @@ class Link:
     sock: GatewaySocket | None  # None until its 101 has been sent
     client: str
     token_expiry: float
-    pending: dict[str, asyncio.Future] = field(default_factory=dict)
+    #: calls waiting for the host: asyncio futures (aiohttp path) or FrontCall objects, which answer in the
+    #: callback that read the reply (same ``done``/``set_result``/``set_exception`` methods)
+    pending: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     ready: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -121,6 +128,106 @@ class RelayEndpoint:
     def soap_version(self) -> SoapVersion | None:
         version = self.binding.soap_version
         return None if version is None else (SoapVersion.SOAP11 if version == "1.1" else SoapVersion.SOAP12)
+
+
+class FrontCall:
+    """One call carried by the gateway's front end (``hybrid/gateway/front.py``): checked, sent to a host's link
+    and answered in callbacks, with the same rules as the aiohttp path (they share ``check_caller``,
+    ``build_call``, ``reply_parts`` and ``fault_parts``). Its body is at most the front end's inline limit."""
+
+    def __init__(self, ext: "WcfRelayExtension", endpoint: RelayEndpoint, suffix: str,
+                 head: http1.RequestHead) -> None:
+        self.ext = ext
+        self.endpoint = endpoint
+        self.suffix = suffix
+        self.head = head
+        #: monotonic time after which the caller gets a timeout fault (the gateway's sweeper calls ``expire``)
+        self.deadline = time.monotonic() + ext.gateway.config.request_timeout
+        self._reply: Callable[[int, str | None, list[tuple[str, str]], bytes], None] | None = None
+        self._link: Link | None = None
+        self._id = ""
+        self._answered = False
+        self._error: BaseException | None = None
+        self._held = 0
+
+    def start(self, body: bytes, reply: Callable[[int, str | None, list[tuple[str, str]], bytes], None]) -> None:
+        """Send the call; ``reply(status, reason, headers, body)`` is called once, now or when the host answers."""
+        self._reply = reply
+        ext, head, endpoint = self.ext, self.head, self.endpoint
+        try:
+            token, strip_auth, required = ext.check_caller(endpoint, head.headers, head.query, False,
+                                                           head.content_length)
+            if ext._buffered + 2 * len(body) > MAX_BUFFERED_BYTES:
+                raise QuotaExceeded("the gateway is holding too many messages in flight; retry later",
+                                    http_status=503)
+            call, frame, _, _ = ext.build_call(endpoint, self.suffix, head.method, head.headers, head.query,
+                                               ext.public_url(endpoint, head.host, False), body, token, strip_auth,
+                                               required)
+            link = ext.choose_link(endpoint, ready_only=True)
+            if link is None or link.sock is None:
+                raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
+            link.pending[call.id] = self  # the link's reader calls set_result / set_exception
+            self._link, self._id = link, call.id
+            self._held = 2 * len(body)
+            ext._buffered += self._held
+            try:
+                link.sock.send_frame(fr.OP_BINARY, frame)
+            except ConnectionClosed:
+                raise ListenerUnavailable("the service host disconnected during the call") from None
+        except RelayError as exc:
+            self._answered = True
+            self._release()
+            self._fail(exc)
+
+    # The link's side: the same methods an asyncio future offers it.
+    def done(self) -> bool:
+        return self._answered
+
+    def set_result(self, result: tuple[Any, memoryview]) -> None:
+        self._answered = True
+        self._release()
+        reply, self._reply = self._reply, None
+        if reply is None:
+            return  # the caller went away
+        message, body = result
+        if isinstance(message, lk.Ack):
+            reply(202, None, [], b"")
+        else:
+            reply(message.status, None, self.ext.reply_parts(message, self.head.host), bytes(body))
+
+    def set_exception(self, error: BaseException) -> None:
+        self._answered = True
+        self._error = error
+        self._release()
+        self._fail(error if isinstance(error, RelayError)
+                   else ListenerUnavailable("the service host disconnected during the call"))
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def _fail(self, exc: RelayError) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            status, reason, headers, body = self.ext.fault_parts(self.head.headers.get("Content-Type", ""),
+                                                                 self.endpoint, exc)
+            reply(status, reason, list(headers.items()), body)
+
+    def _release(self) -> None:
+        if self._link is not None:
+            self._link.pending.pop(self._id, None)
+        self.ext._buffered -= self._held
+        self._held = 0
+
+    def expire(self) -> None:
+        """The deadline passed without an answer."""
+        if not self._answered:
+            self.set_exception(RelayTimeout("the service did not respond in the required time"))
+
+    def cancel(self) -> None:
+        """The caller went away: its answer, if it still comes, finds no call and is dropped."""
+        self._reply = None
+        self._answered = True
+        self._release()
 
 
 class WcfRelayExtension:
@@ -220,23 +327,29 @@ class WcfRelayExtension:
         return {"wcf_links": {e.path: len(e.links) for e in self.endpoints.values() if e.links}}
 
     def error_reply(self, request: web.Request, endpoint: RelayEndpoint, exc: RelayError) -> web.Response:
+        status, reason, headers, body = self.fault_parts(request.headers.get("Content-Type", ""), endpoint, exc)
+        return web.Response(status=status, reason=reason, body=body, headers=headers)
+
+    def fault_parts(self, content_type: str, endpoint: RelayEndpoint, exc: RelayError
+                    ) -> tuple[int, str | None, dict[str, str], bytes]:
         """Gateway errors reach SOAP callers as SOAP faults, never as HTML pages: in the caller's SOAP version
-        when its content type says (a SOAP 1.2 caller sends application/soap+xml), else the endpoint's."""
+        when its content type says (a SOAP 1.2 caller sends application/soap+xml), else the endpoint's.
+        Returns status, reason phrase (None: the standard one), headers and body."""
         log.info("%s: %d %s", endpoint.path, exc.http_status, exc.reason)
-        if endpoint.binding is lk.Binding.WEB_HTTP:
-            return error_response(exc)
-        content_type = request.headers.get("Content-Type", "").lower()
+        content_type = content_type.lower()
         version: SoapVersion | None
-        if "application/soap+xml" in content_type:
+        if endpoint.binding is lk.Binding.WEB_HTTP:
+            version = None
+        elif "application/soap+xml" in content_type:
             version = SoapVersion.SOAP12
         elif "text/xml" in content_type:
             version = SoapVersion.SOAP11
         else:
             version = endpoint.soap_version
         if version is None:
-            return error_response(exc)
+            return exc.http_status, exc.reason, {"Content-Type": "application/json; charset=utf-8"}, exc.json_body()
         fault = relay_error_fault(version, exc, keep_http_status=True)
-        return web.Response(status=fault.status, body=fault.body, headers={"Content-Type": fault.content_type})
+        return fault.status, None, {"Content-Type": fault.content_type}, fault.body
 
     # ---- listener links ------------------------------------------------------------------------------------------
     async def handle_link(self, request: web.Request) -> web.StreamResponse:
@@ -307,7 +420,7 @@ class WcfRelayExtension:
             self.gateway.sockets -= 1
             endpoint.links.remove(link)
             await self.gateway.directory.remove_link(path, link.id)
-            for fut in link.pending.values():
+            for fut in list(link.pending.values()):  # a front-end call leaves the dict when it fails
                 if not fut.done():
                     fut.set_exception(ListenerUnavailable("the service host disconnected during the call"))
                     fut.exception()
@@ -355,25 +468,13 @@ class WcfRelayExtension:
 
     # ---- callers -------------------------------------------------------------------------------------------------
     async def handle_call(self, request: web.Request, endpoint: RelayEndpoint, suffix: str) -> web.StreamResponse:
-        registration = endpoint.registration
         forwarded = FORWARDED_HEADER in request.headers
         if forwarded:
             # Another node of the cluster authorized the caller and stripped its tokens already.
             self._check_node_token(request.headers[FORWARDED_HEADER])
-        if request.headers.get("Upgrade"):
-            raise BadRequest("relay endpoints do not take protocol upgrades")
-        length = request.content_length
-        if length is not None and length > registration.max_message:
-            raise PayloadTooLarge(f"the message is larger than the endpoint's limit of {registration.max_message} "
-                                  f"bytes")
         raw_query = request.rel_url.raw_query_string
-        params = urls.parse_query(raw_query)
-        required = registration.client_auth is lk.ClientAuth.RELAY_ACCESS_TOKEN and not forwarded
-        token, _, strip_auth = urls.extract_token(params, request.headers, authorization_required=required)
-        authorize = self.gateway.namespace.authorize
-        if token or not required or endpoint.soap_version is None:
-            # Check a header or query token before reading the body: unauthorized callers cost no buffering.
-            authorize(token, endpoint.path, Right.SEND, now=time.time(), anonymous_ok=not required)
+        token, strip_auth, required = self.check_caller(endpoint, request.headers, raw_query, forwarded,
+                                                        request.content_length)
         budget = [0]
         try:
             return await self._call_with_body(request, endpoint, suffix, forwarded, token, strip_auth, required,
@@ -381,12 +482,32 @@ class WcfRelayExtension:
         finally:
             self._buffered -= budget[0]
 
-    async def _call_with_body(self, request: web.Request, endpoint: RelayEndpoint, suffix: str, forwarded: bool,
-                              token: str | None, strip_auth: bool, required: bool, raw_query: str,
-                              budget: list[int]) -> web.StreamResponse:
+    def check_caller(self, endpoint: RelayEndpoint, headers: Mapping[str, str], raw_query: str, forwarded: bool,
+                     length: int | None) -> tuple[str | None, bool, bool]:
+        """Before the body is read: its announced size, and a header or query token (unauthorized callers cost no
+        buffering). Returns the token, whether ``Authorization`` carried it, and whether a token is required."""
+        registration = endpoint.registration
+        if headers.get("Upgrade"):
+            raise BadRequest("relay endpoints do not take protocol upgrades")
+        if length is not None and length > registration.max_message:
+            raise PayloadTooLarge(f"the message is larger than the endpoint's limit of {registration.max_message} "
+                                  f"bytes")
+        params = urls.parse_query(raw_query)
+        required = registration.client_auth is lk.ClientAuth.RELAY_ACCESS_TOKEN and not forwarded
+        token, _, strip_auth = urls.extract_token(params, headers, authorization_required=required)
+        if token or not required or endpoint.soap_version is None:
+            self.gateway.namespace.authorize(token, endpoint.path, Right.SEND, now=time.time(),
+                                             anonymous_ok=not required)
+        return token, strip_auth, required
+
+    def build_call(self, endpoint: RelayEndpoint, suffix: str, method: str, headers: Mapping[str, str],
+                   raw_query: str, public_url: str, body: bytes, token: str | None, strip_auth: bool,
+                   required: bool) -> tuple[lk.Call, bytes, dict[str, str], bytes]:
+        """Once the body is read: a token in its SOAP header (authorized if it is the one that counts, stripped
+        either way), the headers the host sees, the call and its link message. Returns call, link message, those
+        headers, and the body as forwarded."""
         registration = endpoint.registration
         authorize = self.gateway.namespace.authorize
-        body = await self._read_body(request, registration.max_message, budget)
         if _TOKEN_MARKER in body and endpoint.soap_version is not None:
             # Third-party SOAP callers put the token in a RelayAccessToken header (spec wcf-relay §1.3); it is
             # stripped whether or not it is needed.
@@ -396,41 +517,76 @@ class WcfRelayExtension:
                 authorize(token, endpoint.path, Right.SEND, now=time.time())
         elif not token and required:
             authorize(None, endpoint.path, Right.SEND, now=time.time())
-        headers = {
-            k: v for k, v in msgs.join_headers(request.headers.items()).items()
-            if k.lower() not in msgs.HOP_BY_HOP and k.lower() not in _NODE_HEADERS
-            and k.lower() != "servicebusauthorization" and not (strip_auth and k.lower() == "authorization")
-        }
-        scheme = "https" if request.secure else "http"
-        public_url = (self.gateway.config.public_url.rstrip("/") if self.gateway.config.public_url
-                      else f"{scheme}://{request.host}") + "/" + endpoint.path
+        dropped = _NOT_FOR_HOSTS_WITH_AUTH if strip_auth else _NOT_FOR_HOSTS
+        out_headers = {k: v for k, v in msgs.join_headers(headers.items()).items() if k.lower() not in dropped}
+        call = lk.Call(id=f"{next(self._call_ids):x}", method=method, path=suffix, query=urls.filter_query(raw_query),
+                       headers=out_headers, public_url=public_url, one_way=registration.binding.one_way)
+        return call, lk.encode(call, body), out_headers, body
+
+    def public_url(self, endpoint: RelayEndpoint, host: str, secure: bool) -> str:
+        """The endpoint's address as callers see it (what a WSDL's addresses are rewritten to)."""
+        base = (self.gateway.config.public_url.rstrip("/") if self.gateway.config.public_url
+                else f"{'https' if secure else 'http'}://{host}")
+        return base + "/" + endpoint.path
+
+    def choose_link(self, endpoint: RelayEndpoint, *, ready_only: bool = False) -> Link | None:
+        """Best-effort spreading over this node's hosts of an endpoint."""
+        links = [lnk for lnk in endpoint.links
+                 if lnk.usable and (not ready_only or (lnk.sock is not None and lnk.ready.done()))]
+        if not links:
+            return None
+        return links[0] if len(links) == 1 else self._random.choice(links)
+
+    @staticmethod
+    def reply_parts(message: lk.Reply, host: str) -> list[tuple[str, str]]:
+        """The host's reply headers as the caller gets them (framing recomputed, unsafe ones dropped)."""
+        return [(name, value) for name, value in msgs.response_headers_for_sender(message.headers, via=f"1.1 {host}")
+                if name.lower() != "via"]
+
+    def front_call(self, head: http1.RequestHead) -> "FrontCall | None":
+        """A call the gateway's front end can carry by itself, without aiohttp: request/reply or one-way to a host
+        of this node, on a single node. Anything else (multicast, cluster, no host yet) stays on the aiohttp
+        path, which also answers the errors."""
+        if self.gateway.directory.clustered or not self.endpoints or FORWARDED_HEADER in head.headers:
+            return None
+        found = self._find_local(unquote(head.path))
+        if found is None:
+            return None
+        endpoint, suffix = found
+        if endpoint.binding is lk.Binding.NET_EVENT or self.choose_link(endpoint, ready_only=True) is None:
+            return None
+        return FrontCall(self, endpoint, suffix, head)
+
+    async def _call_with_body(self, request: web.Request, endpoint: RelayEndpoint, suffix: str, forwarded: bool,
+                              token: str | None, strip_auth: bool, required: bool, raw_query: str,
+                              budget: list[int]) -> web.StreamResponse:
+        registration = endpoint.registration
+        body = await self._read_body(request, registration.max_message, budget)
+        public_url = self.public_url(endpoint, request.host, request.secure)
         if forwarded and request.headers.get(PUBLIC_URL_HEADER):
             public_url = request.headers[PUBLIC_URL_HEADER]
+        call, frame, headers, body = self.build_call(endpoint, suffix, request.method, request.headers, raw_query,
+                                                     public_url, body, token, strip_auth, required)
         remote: dict[str, tuple[str, str]] = {}
         if not forwarded and self.gateway.directory.clustered:
             remote = await self.gateway.directory.remote_links(endpoint.path)
-        call = lk.Call(id=f"{next(self._call_ids):x}", method=request.method, path=suffix, query=urls.filter_query(raw_query),
-                       headers=headers, public_url=public_url, one_way=registration.binding.one_way)
-        frame = lk.encode(call, body)
         forward = _Forward(request, headers, body, public_url, remote)
         if registration.binding is lk.Binding.NET_EVENT:
             return await self._multicast(endpoint, call, frame, forward)
-        links = [lnk for lnk in endpoint.links if lnk.usable]
-        if not links and remote:
+        link = self.choose_link(endpoint)
+        if link is None and remote:
             # No host here: hand the call to a node that has one (hosts on this node are preferred: one hop less).
             node = self._random.choice(sorted(remote))
             return await self._forward(forward, remote[node][0])
-        if not links:
+        if link is None:
             raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
-        link = links[0] if len(links) == 1 else self._random.choice(links)
         message, reply_body = await self._exchange(link, call, frame)
         if isinstance(message, lk.Ack):
             return web.Response(status=202)
         assert isinstance(message, lk.Reply)
         response = web.Response(status=message.status, body=bytes(reply_body))
-        for name, value in msgs.response_headers_for_sender(message.headers, via=f"1.1 {request.host}"):
-            if name.lower() != "via":
-                response.headers[name] = value
+        for name, value in self.reply_parts(message, request.host):
+            response.headers[name] = value
         return response
 
     async def _read_body(self, request: web.Request, limit: int, budget: list[int]) -> bytes:

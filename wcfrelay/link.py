@@ -211,10 +211,14 @@ Message = Call | Reply | Ack | RenewToken | LinkError
 
 def encode(message: Message, body: bytes = b"") -> bytes:
     """One link message: length-prefixed JSON header, then the body."""
-    head = json.dumps(message.header(), separators=(",", ":")).encode("utf-8")
+    head = _ENCODER.encode(message.header()).encode("utf-8")
     if len(head) > MAX_HEADER:
         raise PayloadTooLarge("link header too large")
     return _LEN.pack(len(head)) + head + body
+
+
+#: one encoder for every header (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def _str(obj: Mapping[str, Any], key: str, *, required: bool = True, limit: int = 8192) -> str:
@@ -242,7 +246,7 @@ def decode(data: bytes | memoryview) -> tuple[Message, memoryview]:
     if size > MAX_HEADER or size > len(view) - 4:
         raise ProtocolError("link message header length is out of range")
     try:
-        head = json.loads(bytes(view[4 : 4 + size]))
+        head = json.loads(str(view[4 : 4 + size], "utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("link message header is not JSON") from None
     if not isinstance(head, dict):

@@ -37,32 +37,50 @@ async def shut_down(ws: ClientConnection | None, reason: str, run_task: "asyncio
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
 
-__all__ = ["USER_AGENT", "open_websocket", "send_message_pair"]
+__all__ = ["USER_AGENT", "open_websocket", "send_message_pair", "send_binary"]
 
 #: Bytes waiting in a control channel's transport above which a sender waits for them to drain.
 DRAIN_ABOVE = 256 * 1024
 
 
-async def send_message_pair(ws: ClientConnection, text: str, body: bytes | None, lock: asyncio.Lock) -> None:
-    """A text message and the binary message that must follow it directly (spec §2.1), as one write.
+def _write_frames(ws: ClientConnection, frames: list[tuple[int, bytes]]) -> bool:
+    """Frame whole messages here and write them at once, if the connection is plainly open; False otherwise.
 
-    On an open connection both frames are encoded here (``hybrid.protocol.frames``, masked as a client must) and
-    leave in one system call, so nothing can come between them and no lock is needed; this is the listener's
-    per-request path, and ``websockets``' own send costs several times more. ``websockets`` never writes data
-    frames of its own on a control channel, so its view of the connection stays right. Otherwise: two sends
-    under ``lock``.
+    ``websockets`` never writes data frames of its own on our channels (it only answers pings and closes), so its
+    view of the connection stays right. Masked as a client must, with entropy from a shared pool.
     """
     protocol = getattr(ws, "protocol", None)
     transport = getattr(ws, "transport", None)
-    if protocol is not None and transport is not None and protocol.state is State.OPEN \
-            and not transport.is_closing():
-        frame = fr.encode_masked_frame(fr.OP_TEXT, text.encode(), random_bytes(4))
-        if body is not None:
-            frame += fr.encode_masked_frame(fr.OP_BINARY, body, random_bytes(4))
-        transport.write(frame)
-        if transport.get_write_buffer_size() > DRAIN_ABOVE:
-            async with ws.send_context():  # its exit waits until the transport has drained
-                pass
+    if protocol is None or transport is None or protocol.state is not State.OPEN or transport.is_closing():
+        return False
+    transport.write(b"".join(fr.encode_masked_frame(op, payload, random_bytes(4)) for op, payload in frames))
+    return True
+
+
+async def _drain(ws: ClientConnection) -> None:
+    if ws.transport.get_write_buffer_size() > DRAIN_ABOVE:
+        async with ws.send_context():  # its exit waits until the transport has drained
+            pass
+
+
+async def send_binary(ws: ClientConnection, data: bytes) -> None:
+    """One binary message, without ``websockets``' per-send machinery where the connection allows."""
+    if _write_frames(ws, [(fr.OP_BINARY, data)]):
+        await _drain(ws)
+    else:
+        await ws.send(data)
+
+
+async def send_message_pair(ws: ClientConnection, text: str, body: bytes | None, lock: asyncio.Lock) -> None:
+    """A text message and the binary message that must follow it directly (spec §2.1), as one write.
+
+    On an open connection both frames are encoded here and leave in one system call, so nothing can come between
+    them and no lock is needed; this is the listener's per-request path, and ``websockets``' own send costs
+    several times more. Otherwise: two sends under ``lock``.
+    """
+    frames = [(fr.OP_TEXT, text.encode())] + ([(fr.OP_BINARY, body)] if body is not None else [])
+    if _write_frames(ws, frames):
+        await _drain(ws)
         return
     async with lock:
         await ws.send(text)

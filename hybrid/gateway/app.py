@@ -79,12 +79,16 @@ class Extension(Protocol):
         """Whether ``handle`` might answer this request; ``False`` lets the front end relay it without aiohttp."""
         ...
 
+    def front_call(self, head: Any) -> Any:
+        """An object the front end can carry this request with (``start(body, reply)``, ``deadline``,
+        ``expire()``, ``cancel()``, see front.py), or None (then ``claims`` decides who serves it)."""
+        ...
+
 
 def error_response(exc: RelayError, *, extra_headers: dict[str, str] | None = None) -> web.Response:
     """Status, a reason phrase a person understands, and Azure's JSON error body (spec §2.8)."""
-    body = json.dumps({"error": {"code": exc.code, "message": exc.reason}})
-    return web.Response(status=exc.http_status, reason=exc.reason, text=body, content_type="application/json",
-                        headers=extra_headers)
+    return web.Response(status=exc.http_status, reason=exc.reason, body=exc.json_body(),
+                        content_type="application/json", charset="utf-8", headers=extra_headers)
 
 
 class ListenerChannel:
@@ -279,6 +283,8 @@ class Gateway:
         self.extensions: list[Extension] = []
         #: connections the front end is serving (front.py); the sweeper closes idle ones
         self.front_ends: set[Any] = set()
+        #: requests the front end carried itself, and connections it handed to aiohttp (shown by /$health)
+        self.front_stats = {"carried": 0, "handed_over": 0}
         self.sockets = 0
         # Best-effort fairness is all spec §4 asks; ids that must be unguessable use os.urandom instead.
         self._random = random.Random(os.urandom(16))
@@ -338,6 +344,7 @@ class Gateway:
             "listeners": {name: len(chs) for name, chs in self.listeners.items() if chs},
             "sockets": self.sockets,
             "pending": {"accepts": len(self.pending_accepts), "requests": len(self.pending_requests)},
+            "front_end": {"connections": len(self.front_ends), **self.front_stats},
             **{k: v for ext in self.extensions for k, v in getattr(ext, "health", lambda: {})().items()},
         }
 

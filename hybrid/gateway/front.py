@@ -5,16 +5,18 @@ objects and its handler task cost more than everything else the relay does, so t
 (:mod:`hybrid.protocol.http1`), sends the request on the listener's control channel and writes the listener's
 response, all in callbacks: no task, no per-request objects beyond the pending request itself.
 
+An extension (the WCF-style layer) can carry its simple calls here too: for a path it claims it returns a call
+object (``front_call``), which the front end starts once the body is in and which answers through a callback.
+
 Every other connection is handed over to aiohttp, with the bytes read so far, the moment something is not simple:
-WebSocket upgrades, the ``/$`` addresses, the WCF-style layer's paths, chunked or large bodies (the rendezvous
-path), ``Expect``, HTTP/1.0, heads the strict parser declines, and every request in a cluster. A connection that
-was handed over stays with aiohttp.
+WebSocket upgrades, the ``/$`` addresses, paths an extension claims but does not carry, chunked or large bodies
+(the rendezvous path), ``Expect``, HTTP/1.0, heads the strict parser declines, and every request in a cluster. A
+connection that was handed over stays with aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -55,6 +57,8 @@ class HttpFrontEnd(asyncio.Protocol):
         self._state = IDLE
         self._head: http1.RequestHead | None = None
         self._pending: PendingRequest | None = None
+        self._call: Any = None  # an extension's call in progress (see Extension.front_call)
+        self._starting = False  # inside a call's start(): its reply must not recurse into _advance
         self._remote: msgs.RemoteEndpoint | None = None
         self._read_paused = False
         self._write_paused = False
@@ -96,6 +100,9 @@ class HttpFrontEnd(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = DONE
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
         self.gateway.front_ends.discard(self)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
@@ -145,7 +152,16 @@ class HttpFrontEnd(asyncio.Protocol):
             raw, self._buf = self._buf[:needed], self._buf[needed:]
             self._started = self._loop.time()
             self._state = WAITING
+            self.gateway.front_stats["carried"] += 1
+            if self._call is not None:
+                self._starting = True
+                try:
+                    self._call.start(raw[head.size:], self._call_reply)
+                finally:
+                    self._starting = False
+                continue
             if not self._relay(head, raw[head.size:]):
+                self.gateway.front_stats["carried"] -= 1
                 self._buf = raw + self._buf
                 self._hand_over()
                 return
@@ -155,11 +171,16 @@ class HttpFrontEnd(asyncio.Protocol):
         gateway = self.gateway
         if head.path.startswith("/$") or head.path == "/" or gateway.directory.clustered:
             return False
-        for ext in gateway.extensions:
-            if ext.claims(head.method, head.path):
-                return False
         # A body that does not fit inline takes the rendezvous path, which streams it: aiohttp's job.
-        return head.content_length + head.size <= msgs.INLINE_BODY_LIMIT
+        if head.content_length + head.size > msgs.INLINE_BODY_LIMIT:
+            return False
+        for ext in gateway.extensions:
+            self._call = ext.front_call(head)
+            if self._call is not None:
+                return True
+            if ext.claims(head.method, head.path):
+                return False  # the extension's, but not something the front end can carry
+        return True
 
     def _relay(self, head: http1.RequestHead, body: bytes) -> bool:
         """Send the request to a listener, or answer it with an error; ``False``: aiohttp's to relay after all."""
@@ -259,6 +280,18 @@ class HttpFrontEnd(asyncio.Protocol):
             self._pending = None
         self._finish_exchange()
 
+    def _call_reply(self, status: int, reason: str | None, headers: list[tuple[str, str]], body: bytes) -> None:
+        """An extension's call is answered."""
+        self._call = None
+        if self._state == DONE:
+            return
+        head = self._head
+        assert self._transport is not None and head is not None
+        no_body = head.method == "HEAD" or status in (204, 304) or status < 200
+        self._transport.write(self._head_bytes(status, urls.sanitize_reason(reason or "") or None, headers,
+                                               None if no_body else len(body)) + (b"" if no_body else body))
+        self._finish_exchange(advance=not self._starting)
+
     def _finish_exchange(self, *, advance: bool = True) -> None:
         head = self._head
         self._head = None
@@ -291,7 +324,7 @@ class HttpFrontEnd(asyncio.Protocol):
     def _write_error(self, exc: RelayError) -> None:
         """Status, a reason phrase a person understands, and Azure's JSON error body (spec §2.8)."""
         assert self._transport is not None
-        body = json.dumps({"error": {"code": exc.code, "message": exc.reason}}).encode()
+        body = exc.json_body()
         reason = urls.sanitize_reason(exc.reason) or None
         self._transport.write(self._head_bytes(
             exc.http_status, reason, [("Content-Type", "application/json; charset=utf-8")], len(body)) + body)
@@ -303,6 +336,7 @@ class HttpFrontEnd(asyncio.Protocol):
         assert transport is not None
         self._state = DONE
         self.gateway.front_ends.discard(self)
+        self.gateway.front_stats["handed_over"] += 1
         protocol: Any = self._fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -327,6 +361,8 @@ class HttpFrontEnd(asyncio.Protocol):
         pending = self._pending
         if pending is not None and not pending.done and time.monotonic() > pending.expires:
             pending.fail(RelayTimeout(RESPONSE_TIMEOUT))
+        elif self._call is not None and time.monotonic() > self._call.deadline:
+            self._call.expire()
         elif self._state == IDLE and not self._buf:
             if now - self.last_active > KEEPALIVE_TIMEOUT:
                 self.close()

@@ -50,8 +50,18 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return int(status_line.split()[1]), headers, body
 
 
+async def front_stats(gw) -> dict[str, int]:
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    writer.write(f"GET /$health HTTP/1.1\r\nHost: {gw.host}\r\nConnection: close\r\n\r\n".encode())
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert status == 200
+    return json.loads(body)["front_end"]
+
+
 async def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway):
     async with RawListener(gateway.listen_url("pipe"), gateway.token("pipe")) as listener:
+        before = await front_stats(gateway)
         reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
         writer.write(b"".join(request(gateway, "pipe", f"/{i}", method="POST", body=f"n{i}".encode())
                              for i in range(20)))
@@ -62,6 +72,7 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(gatewa
             assert "date" in headers and headers["via"].startswith("1.1 ")
         writer.close()
         assert len(listener.requests) == 20
+        assert (await front_stats(gateway))["carried"] - before["carried"] == 20  # all by the front end itself
 
 
 async def test_a_head_split_into_single_bytes_still_relays(gateway):

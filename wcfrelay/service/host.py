@@ -54,7 +54,7 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import InvalidStatus
 
 from hybrid.auth import ConnectionString
-from hybrid.client._transport import USER_AGENT, shut_down
+from hybrid.client._transport import USER_AGENT, send_binary, shut_down
 from hybrid.client.connection import RelayedConnection
 from hybrid.client.http import RelayedHttpRequest, RelayedHttpResponse
 from hybrid.client.listener import AcceptContext, HybridConnectionListener
@@ -677,7 +677,7 @@ class RelayEndpoint(_Endpoint):
     async def _send_reply(self, ws: ClientConnection, call: link.Call, result: SoapResult) -> None:
         headers = response_headers(result)
         try:
-            await ws.send(link.encode(link.Reply(call.id, result.status, headers), result.body))
+            await send_binary(ws, link.encode(link.Reply(call.id, result.status, headers), result.body))
         except WsConnectionClosed:
             log.info("%s: link closed before the reply to call %s was sent", self.address, call.id)
 
