@@ -73,9 +73,6 @@ class HttpFrontEnd(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self._remote = msgs.RemoteEndpoint(str(peer[0]), int(peer[1]))
         self.last_active = self._loop.time()
         self.gateway.front_ends.add(self)
 
@@ -128,6 +125,9 @@ class HttpFrontEnd(asyncio.Protocol):
                 return
             if self._state == IDLE:
                 if not self._buf:
+                    return
+                if self._buf.startswith(b"GET /$"):
+                    self._hand_over()  # WebSocket upgrades and /$health: aiohttp's, no need to parse
                     return
                 end = self._buf.find(b"\r\n\r\n")
                 if end < 0:
@@ -198,6 +198,10 @@ class HttpFrontEnd(asyncio.Protocol):
             if head.size + len(body) > msgs.INLINE_BODY_LIMIT // 2 - 1024 and \
                     not gateway.fits_inline(headers, request_target, bool(body), len(body)):
                 return False  # the rendezvous path
+            if self._remote is None:
+                peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+                if peer:
+                    self._remote = msgs.RemoteEndpoint(str(peer[0]), int(peer[1]))
             pending = gateway.open_request(entity, channel, head.method, request_target, headers, bool(body),
                                            self._remote, on_response=self._on_response)
             try:
