@@ -5,48 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import urllib.request
 
 from lxml import etree
 
+from samples.calculator.service import make_application
 from tests.gateway.test_front_end import read_response
 from tests.support.gateway_process import TIMEOUT_FACTOR, GatewayProcess
+from tests.wcfrelay.test_e2e_inflight import SlowService, release, started
 from tests.wcfrelay.test_e2e_support import CT11, TNS, HostThread, add_body, env11, soap_fault
-from wcfrelay import compat
 from wcfrelay.bindings import BasicHttpRelayBinding
 from wcfrelay.service.host import RelayServiceHost
 from wcfrelay.service.spyne_app import build_application
 
-compat.ensure_spyne_importable()
-from spyne import Integer32, Service, Unicode, rpc
 
-release = threading.Event()
-started = threading.Event()
-
-
-class FrontService(Service):
-    @rpc(_returns=Unicode)
-    def Block(ctx) -> str:
-        started.set()
-        release.wait(30)
-        return "released"
-
-    @rpc(Integer32, Integer32, _returns=Integer32)
-    def Add(ctx, a: int, b: int) -> int:
-        return a + b
-
-    @rpc(Unicode, _returns=Integer32)
-    def Length(ctx, text: str) -> int:
-        return len(text)
-
-
-def soap_post(gw: GatewayProcess, path: str, body: bytes, *, close: bool = False) -> bytes:
+def soap_post(gw: GatewayProcess, path: str, body: bytes) -> bytes:
     lines = [f"POST /{path} HTTP/1.1", f"Host: {gw.host}:{gw.port}", f"Content-Type: {CT11}",
-             f"SOAPAction: \"{TNS}/{'Add'}\"", f"ServiceBusAuthorization: {gw.token(path)}",
-             f"Content-Length: {len(body)}"]
-    if close:
-        lines.append("Connection: close")
+             f"ServiceBusAuthorization: {gw.token(path)}", f"Content-Length: {len(body)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -60,9 +35,11 @@ def result_of(body: bytes) -> str:
     return "".join(root.itertext()).strip()
 
 
-def host_for(gw: GatewayProcess, path: str) -> HostThread:
+def host_for(gw: GatewayProcess, path: str, *, slow: bool = False) -> HostThread:
+    """A host for ``path``: the Calculator, or the service whose Block operation waits for ``release``."""
     host = RelayServiceHost(gw.connection_string(), tls=False, max_workers=4)
-    host.add_endpoint(build_application([FrontService], tns=TNS, name="Front"), path, BasicHttpRelayBinding())
+    app = build_application([SlowService], tns=TNS, name="Slow") if slow else make_application("soap11")
+    host.add_endpoint(app, path, BasicHttpRelayBinding())
     return HostThread(host)
 
 
@@ -100,7 +77,7 @@ def test_a_caller_that_leaves_mid_call_harms_nobody(gateway: GatewayProcess) -> 
         assert status == 200 and result_of(body) == "5"
         writer.close()
 
-    with host_for(gateway, "front/gone"):
+    with host_for(gateway, "front/gone", slow=True):
         asyncio.run(run())
     assert gateway.alive()
 
@@ -121,7 +98,7 @@ def test_a_host_that_never_answers_gives_a_timeout_fault(gateway_factory, tmp_pa
         writer.close()
 
     try:
-        with host_for(gw, "front/mute"):
+        with host_for(gw, "front/mute", slow=True):
             asyncio.run(run())
     finally:
         release.set()
@@ -133,10 +110,10 @@ def test_a_call_larger_than_the_front_end_takes_is_handed_over_on_the_same_conne
 
     async def run() -> None:
         reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
-        big = env11(f'<Length xmlns="{TNS}"><text>{text}</text></Length>')
+        big = env11(f'<Echo xmlns="{TNS}"><text>{text}</text></Echo>')
         writer.write(soap_post(gateway, "front/big", env11(add_body(1, 1))) + soap_post(gateway, "front/big", big))
         assert result_of((await read_response(reader))[2]) == "2"
-        assert result_of((await read_response(reader))[2]) == str(len(text))
+        assert result_of((await read_response(reader))[2]) == text
         writer.close()
 
     with host_for(gateway, "front/big"):
