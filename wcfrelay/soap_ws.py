@@ -19,7 +19,6 @@ Envelopes are parsed with :mod:`wcfrelay.soap`'s hardened parser (no DTD, no ent
 from __future__ import annotations
 
 import copy
-import io
 import uuid
 from dataclasses import dataclass
 
@@ -46,6 +45,7 @@ ACK_ACTION = "urn:wcfrelay:soap-websocket:ack"
 _WSA = soap.WSA_NS
 #: how much of an unreadable message is scanned for its MessageID (the header comes first)
 _PEEK_LIMIT = 64 * 1024
+_PEEK_CHUNK = 8 * 1024
 
 
 def new_message_id() -> str:
@@ -86,18 +86,29 @@ def peek_message_id(data: bytes) -> str | None:
     head = data[:_PEEK_LIMIT]
     if soap._prolog_has_doctype(head):
         return None
-    try:
-        for event, element in etree.iterparse(io.BytesIO(head), events=("start", "end"), resolve_entities=False,
-                                              no_network=True, load_dtd=False, huge_tree=False):
-            qname = etree.QName(element)
-            if event == "start" and qname.localname == "Body":
-                return None
-            if event == "end" and qname.namespace == _WSA and qname.localname == "MessageID":
-                return (element.text or "").strip() or None
-            if event == "end" and qname.localname == "Header":
-                return None
-    except etree.XMLSyntaxError:
-        return None
+    # A pull parser keeps the events it produced before a syntax error (lxml's iterparse may raise first and
+    # drop them), so a header followed by garbage still yields its MessageID.
+    parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
+                                 load_dtd=False, huge_tree=False)
+    for offset in range(0, len(head), _PEEK_CHUNK):
+        failed = False
+        try:
+            parser.feed(head[offset:offset + _PEEK_CHUNK])
+        except etree.XMLSyntaxError:
+            failed = True
+        try:
+            for event, element in parser.read_events():
+                qname = etree.QName(element)
+                if event == "start" and qname.localname == "Body":
+                    return None
+                if event == "end" and qname.namespace == _WSA and qname.localname == "MessageID":
+                    return (element.text or "").strip() or None
+                if event == "end" and qname.localname == "Header":
+                    return None
+        except etree.XMLSyntaxError:
+            return None
+        if failed:
+            return None
     return None
 
 

@@ -337,6 +337,14 @@ def test_ack_and_correlation_helpers() -> None:
     assert soap_ws.peek_message_id(_env12("<x/>", "urn:uuid:peek").encode() + b"garbage that never ends <<<") \
         == "urn:uuid:peek"
     assert soap_ws.peek_message_id(b"not xml") is None
+    # a header spread over several parser chunks, then a body cut off mid-tag
+    padded = _env12("<x/>", "urn:uuid:late").replace("<s:Header>", "<s:Header><p>" + "y" * 20000 + "</p>")
+    assert soap_ws.peek_message_id(padded.encode()[: padded.index("<s:Body>") + 12]) == "urn:uuid:late"
+    # a MessageID beyond the 64 KiB the peek reads is not found
+    far = _env12("<x/>", "urn:uuid:far").replace("<s:Header>", "<s:Header><p>" + "y" * 70000 + "</p>")
+    assert soap_ws.peek_message_id(far.encode()) is None
+    # a DOCTYPE is refused before any parsing
+    assert soap_ws.peek_message_id(b'<!DOCTYPE s [<!ENTITY e "x">]>' + _env12("<x/>", "urn:uuid:d").encode()) is None
     assert soap_ws.peek_message_id(_env12("<x/>").encode()) is None
     root = etree.fromstring(_env12("<x/>").encode())
     mid = soap_ws.ensure_addressing(root, action="urn:a", to="http://gw/x")
