@@ -61,6 +61,48 @@ def test_a_slow_call_does_not_block_the_others(gateway: GatewayProcess) -> None:
         assert slow.result(10 * TIMEOUT_FACTOR) == "released"
 
 
+running = 0
+most_running = 0
+running_lock = threading.Lock()
+gate = threading.Event()
+
+
+class CountingService(Service):
+    @rpc(_returns=Unicode)
+    def Hold(ctx) -> str:
+        global running, most_running
+        with running_lock:
+            running += 1
+            most_running = max(most_running, running)
+        gate.wait(30)
+        with running_lock:
+            running -= 1
+        return "done"
+
+
+def test_max_concurrent_calls_bounds_the_calls_a_host_runs(gateway: GatewayProcess) -> None:
+    global most_running
+    gate.clear()
+    most_running = 0
+    host = RelayServiceHost(gateway.connection_string(), tls=False, max_workers=8, max_concurrent_calls=2)
+    endpoint = host.add_endpoint(build_application([CountingService], tns=TNS, name="Counting"), "counting",
+                                 BasicHttpRelayBinding())
+    with HostThread(host), concurrent.futures.ThreadPoolExecutor(5) as pool:
+        client = relay_zeep_client(f"{gateway.http_base}/counting?wsdl",
+                                   connection_string=gateway.connection_string())
+        calls = [pool.submit(client.service.Hold) for _ in range(5)]
+        deadline = time.monotonic() + 10 * TIMEOUT_FACTOR
+        while most_running < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert most_running == 2
+        assert endpoint.calls_in_flight == 2
+        assert not any(call.done() for call in calls)  # the rest wait in the gateway, not failed
+        gate.set()
+        assert [call.result(20 * TIMEOUT_FACTOR) for call in calls] == ["done"] * 5
+    assert most_running == 2  # never more than the limit, though eight threads were free
+    assert endpoint.calls_in_flight == 0
+
+
 HOST_SCRIPT = r'''
 import sys, threading
 from wcfrelay import compat
