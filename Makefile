@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup run test test-deps bench bench-deps bench-quick lint clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,redis,speed]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,redis,speed]'
 	touch $@
 
 setup: $(VENV)/.installed

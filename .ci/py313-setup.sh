@@ -18,6 +18,6 @@ fi
 if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet -e "$root[test]"
+"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[test]"
 cd "$root"
 "$venv/bin/python" -m pytest tests/wcfrelay -q "${@:3}"
