@@ -3,7 +3,7 @@
 It only prepares the process and hands over to ``wcfrelay.cli.main``:
 
 * raises the soft open-files limit to the hard one (the scale scenario holds 10,000+ sockets);
-* ``WCFRELAY_UVLOOP=1`` installs uvloop's event loop policy first (the same as the gateway's own --uvloop flag, for the bench's loop switch);
+* ``WCFRELAY_UVLOOP=1`` installs uvloop's event loop policy first (the bench's switch for what ``--uvloop`` does);
 * ``WCFRELAY_CPROFILE=FILE`` runs the gateway under cProfile and writes the stats to FILE when it stops
   (a fallback for machines where py-spy cannot attach).
 """

@@ -63,15 +63,6 @@ async def _drain(ws: ClientConnection) -> None:
             pass
 
 
-def write_binary(ws: ClientConnection, data: bytes) -> bool:
-    """One binary message written now, from a plain callback; False when the connection is not plainly open or
-    its write buffer is past the drain mark (then the caller awaits :func:`send_binary` instead)."""
-    transport = getattr(ws, "transport", None)
-    if transport is None or transport.get_write_buffer_size() > DRAIN_ABOVE:
-        return False
-    return _write_frames(ws, [(fr.OP_BINARY, data)])
-
-
 async def send_binary(ws: ClientConnection, data: bytes) -> None:
     """One binary message, without ``websockets``' per-send machinery where the connection allows."""
     if _write_frames(ws, [(fr.OP_BINARY, data)]):

@@ -54,7 +54,7 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import InvalidStatus
 
 from hybrid.auth import ConnectionString
-from hybrid.client._transport import USER_AGENT, send_binary, shut_down, write_binary
+from hybrid.client._transport import USER_AGENT, send_binary, shut_down
 from hybrid.client.connection import RelayedConnection
 from hybrid.client.http import RelayedHttpRequest, RelayedHttpResponse
 from hybrid.client.listener import AcceptContext, HybridConnectionListener
@@ -477,11 +477,6 @@ class RelayEndpoint(_Endpoint):
         self._link: _Link | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._backoff = host._new_backoff()
-        self._pool_calls = 0  # request/reply calls on the pool without a task (see _submit_call)
-
-    @property
-    def calls_in_flight(self) -> int:
-        return len(self._tasks) + self._pool_calls
 
     @property
     def url(self) -> str:
@@ -602,11 +597,8 @@ class RelayEndpoint(_Endpoint):
                     assert limiter is not None
                     # Backpressure: past the concurrency limit, stop reading so the gateway stops sending.
                     await limiter.acquire()
-                    if self.app is not None and not message.one_way:
-                        self._submit_call(channel, message, bytes(body), limiter)
-                    else:
-                        task = self._spawn(self._handle_call(channel, message, bytes(body)))
-                        task.add_done_callback(lambda _t: limiter.release())
+                    task = self._spawn(self._handle_call(channel, message, bytes(body)))
+                    task.add_done_callback(lambda _t: limiter.release())
                 elif isinstance(message, link.LinkError):
                     self.link_errors.append(message)
                     del self.link_errors[:-100]
@@ -651,47 +643,6 @@ class RelayEndpoint(_Endpoint):
             log.debug("%s: token renewed until %d", self.address, int(expiry))
 
     # -- calls ----------------------------------------------------------------------------------------
-
-    def _submit_call(self, channel: _Link, call: link.Call, body: bytes, limiter: asyncio.Semaphore) -> None:
-        """A request/reply call to the Spyne application: straight onto the pool, and the reply written in the
-        loop callback that the finished call schedules. No task per call: at one call in flight each loop
-        iteration between the link's read and the reply's write is latency the caller waits for."""
-        assert self.host._pool is not None and self.app is not None
-        loop = asyncio.get_running_loop()
-        self._pool_calls += 1
-        try:
-            future = self.host._pool.submit(run_call, self.app, call, body)
-        except RuntimeError:  # the pool is shut down: the host is closing
-            self._call_finished(limiter)
-            return
-
-        def finished(done: concurrent.futures.Future[SoapResult]) -> None:  # on the worker thread
-            try:
-                loop.call_soon_threadsafe(self._reply_ready, channel, call, done, limiter)
-            except RuntimeError:  # the loop is closed
-                pass
-
-        future.add_done_callback(finished)
-
-    def _reply_ready(self, channel: _Link, call: link.Call, done: concurrent.futures.Future[SoapResult],
-                     limiter: asyncio.Semaphore) -> None:
-        self._call_finished(limiter)
-        if done.cancelled() or self.app is None or self.host._closing:
-            return  # the host is closing: its callers get their answer from the gateway
-        result = bound_reply(self.app, done.result(), self.binding.max_message)  # run_call never raises
-        frame = link.encode(link.Reply(call.id, result.status, response_headers(result)), result.body)
-        if not write_binary(channel.ws, frame):
-            self._spawn(self._send_frame(channel.ws, call, frame))
-
-    def _call_finished(self, limiter: asyncio.Semaphore) -> None:
-        self._pool_calls -= 1
-        limiter.release()
-
-    async def _send_frame(self, ws: ClientConnection, call: link.Call, frame: bytes) -> None:
-        try:
-            await send_binary(ws, frame)
-        except WsConnectionClosed:
-            log.info("%s: link closed before the reply to call %s was sent", self.address, call.id)
 
     async def _handle_call(self, channel: _Link, call: link.Call, body: bytes) -> None:
         ws = channel.ws
