@@ -20,7 +20,7 @@ from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["ROOT", "BenchError", "Gateway", "Nginx", "Redis", "WorkerProc", "py_env", "run_wrk"]
+__all__ = ["ROOT", "BenchError", "Gateway", "Nginx", "Passthrough", "Redis", "WorkerProc", "py_env", "run_wrk"]
 
 
 class BenchError(RuntimeError):
@@ -216,7 +216,9 @@ http {{
     upstream app_ws {{ server 127.0.0.1:{ws_port}; }}
     server {{
         listen 127.0.0.1:{listen_http} backlog=1024;
-        location / {{ proxy_pass http://app_http; proxy_set_header Connection ""; }}
+        # The Host the client sent, as a reverse proxy in front of an application normally passes it (a WSDL
+        # served through it then names the proxy's address).
+        location / {{ proxy_pass http://app_http; proxy_set_header Connection ""; proxy_set_header Host $http_host; }}
     }}
     server {{
         listen 127.0.0.1:{listen_ws} backlog=1024;
@@ -282,6 +284,40 @@ class Nginx:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGQUIT)  # graceful shutdown
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@dataclass
+class Passthrough:
+    """``python -m bench.passthrough``: a byte-copying asyncio TCP proxy in front of ``upstream`` (a floor)."""
+
+    proc: subprocess.Popen
+    port: int
+
+    @classmethod
+    def start(cls, upstream: int, *, uvloop: bool = False, timeout: float = 30.0) -> Passthrough:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.passthrough", str(upstream),
+                                 *(["--uvloop"] if uvloop else [])],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                cwd=ROOT, env=py_env())
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()  # the first line, or "" if it exited
+        if not line.startswith("port ") or not _wait_port(int(line.split()[1]), proc, timeout):
+            proc.kill()
+            raise BenchError("bench.passthrough did not start: " + (line + proc.stdout.read())[-2000:])
+        return cls(proc, int(line.split()[1]))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -141,7 +141,7 @@ def charts(results: dict, out: Path) -> list[str]:
     except ImportError:
         return []
     made: list[str] = []
-    colours = {"direct": "#4c72b0", "nginx": "#55a868", "relayed": "#c44e52", "unloaded": "#8172b2",
+    colours = {"direct": "#4c72b0", "nginx": "#55a868", "relayed": "#c44e52", "unloaded": "#8172b2", "passthrough": "#ccb974",
                "same": "#4c72b0", "cross": "#c44e52"}
     by_id = {sc["id"]: sc for sc in results["scenarios"]}
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import cpu_seconds, mem_kib, reset_peak_rss, tree_cpu_seconds
 from bench.modes import MiB, Mode
-from bench.procs import BenchError, Gateway, Nginx, Redis, WorkerProc, run_wrk
+from bench.procs import BenchError, Gateway, Nginx, Passthrough, Redis, WorkerProc, run_wrk
 from bench.stats import ScenarioResult, abs_max, abs_max_worst, diff_max, ratio_min
 
 WS_ENTITY = "bench-ws"
@@ -266,17 +266,37 @@ def s5_soap(ctx: Ctx) -> ScenarioResult:
             "more, the same client code on both paths, plus the Send token (ServiceBusAuthorization) when relayed")
     sc.note("each round builds a fresh client (WSDL fetched from the path under test) and makes untimed warm-up "
             "calls; CPU is read around the timed calls only")
+    sc.note("two more baselines put a hop in front of the same direct server, to show what any hop costs here: "
+            "nginx (its own instance, 1 worker, keepalive upstream, passing Host) and `passthrough` "
+            "(bench/passthrough.py: an asyncio TCP proxy that copies bytes and parses nothing, on the gateway's "
+            "event loop); the target is against direct")
     service = ctx.make_worker("soap-service")
     caller = ctx.make_worker("soap-client")
+    hops: dict[str, Any] = {}  # path -> the process in front of the direct server
     try:
         info = service.call("soap_serve", gw=ctx.gw.info([SOAP_PATH]), path=SOAP_PATH, max_workers=16, timeout=120)
         cs = f"Endpoint=sb://127.0.0.1:{ctx.gw.port}/;SharedAccessKeyName={ctx.gw.key_name};SharedAccessKey={ctx.gw.key}"
-        wsdl = {"direct": f"http://127.0.0.1:{info['direct_port']}/{SOAP_PATH}?wsdl",
-                "relayed": f"http://127.0.0.1:{ctx.gw.port}/{SOAP_PATH}?wsdl"}
+        direct_port = info["direct_port"]
+        if ctx.nginx is not None:  # nginx is installed: a second instance, in front of this scenario's server
+            try:
+                hops["nginx"] = Nginx.start(ctx.tmp / "nginx-soap", upstream_http=direct_port, upstream_ws=direct_port)
+            except BenchError as exc:
+                sc.note(f"nginx baseline unavailable: {exc}"[:400])
+        try:
+            hops["passthrough"] = Passthrough.start(direct_port, uvloop=ctx.gateway_uvloop)
+        except BenchError as exc:
+            sc.note(f"passthrough baseline unavailable: {exc}"[:400])
+        ports = {"direct": direct_port, "relayed": ctx.gw.port,
+                 **{name: hop.http_port if name == "nginx" else hop.port for name, hop in hops.items()}}
+        wsdl = {path: f"http://127.0.0.1:{port}/{SOAP_PATH}?wsdl" for path, port in ports.items()}
+        paths = ["direct", *hops, "relayed"]
 
         def cpu_now() -> dict[str, float]:
-            return {"gateway": _safe(cpu_seconds, ctx.gw.pid), "service": _safe(cpu_seconds, service.pid),
+            snap = {"gateway": _safe(cpu_seconds, ctx.gw.pid), "service": _safe(cpu_seconds, service.pid),
                     "client": _safe(cpu_seconds, caller.pid)}
+            for name, hop in hops.items():
+                snap[name] = _safe(tree_cpu_seconds, hop.pid)
+            return snap
 
         def run_calls(path: str, in_flight: int, seconds: float, seed: int) -> dict:
             opened = caller.call("soap_open", wsdl=wsdl[path], connection_string=cs if path == "relayed" else None,
@@ -299,26 +319,29 @@ def s5_soap(ctx: Ctx) -> ScenarioResult:
                 res = run_calls(path, in_flight, m.soap_seconds, seed=r * 97 + in_flight)
                 n = max(res["calls"], 1)
                 cpu = res["cpu_s"]
-                res["hop_cpu_us"] = cpu["gateway"] / n * 1e6 if path == "relayed" else None
+                hop_cpu = cpu["gateway"] if path == "relayed" else cpu.get(path)
+                res["hop_cpu_us"] = hop_cpu / n * 1e6 if hop_cpu is not None else None
                 res["app_cpu_us"] = cpu["service"] / n * 1e6
-                res["path_cpu_us"] = (cpu["service"] + (cpu["gateway"] if path == "relayed" else 0.0)) / n * 1e6
+                res["path_cpu_us"] = (cpu["service"] + (hop_cpu or 0.0)) / n * 1e6
                 res["client_cpu_us"] = cpu["client"] / n * 1e6
                 if res["failures"]:
                     sc.note(f"{path} at {in_flight} in flight, round {r + 1}: {res['exceptions']} failed calls and "
                             f"{res['wrong_results']} wrong sums ({res['first_error']})")
-                ctx.log(f"    {in_flight:>2d} in flight {path:8s} {res['cps']:7.0f} calls/s  p50 {_us(res['p50_us'])}"
-                        f"  p99 {_us(res['p99_us'])}  gateway {res['cpu_s']['gateway'] / n * 1e6:.0f} CPU-µs/call"
-                        f"  failures {res['failures']}")
+                hop = f"  hop {res['hop_cpu_us']:.0f} CPU-µs/call" if res["hop_cpu_us"] is not None else ""
+                ctx.log(f"    {in_flight:>2d} in flight {path:11s} {res['cps']:7.0f} calls/s  p50 {_us(res['p50_us'])}"
+                        f"  p99 {_us(res['p99_us'])}{hop}  failures {res['failures']}")
                 return res
 
             sfx = f"@f{in_flight}"
-            run_rounds(ctx, sc, m.rounds, one, paths=[p + sfx for p in ("direct", "relayed")])
+            run_rounds(ctx, sc, m.rounds, one, paths=[p + sfx for p in paths])
             label = f"{in_flight} in flight"
-            sc.metric(f"calls/s, {label}", "calls/s", "cps", targets=[ratio_min("direct", 0.85)], suffix=sfx)
-            sc.metric(f"p50 latency, {label}", "µs", "p50_us", better="lower", suffix=sfx)
-            sc.metric(f"p99 latency, {label}", "µs", "p99_us", better="lower", suffix=sfx)
-            sc.metric(f"gateway CPU per call, {label}", "CPU-µs/call", "hop_cpu_us", baselines=(), better="lower",
+            every = ("direct", "nginx", "passthrough")
+            sc.metric(f"calls/s, {label}", "calls/s", "cps", baselines=every, targets=[ratio_min("direct", 0.85)],
                       suffix=sfx)
+            sc.metric(f"p50 latency, {label}", "µs", "p50_us", baselines=every, better="lower", suffix=sfx)
+            sc.metric(f"p99 latency, {label}", "µs", "p99_us", baselines=every, better="lower", suffix=sfx)
+            sc.metric(f"hop CPU per call (gateway vs nginx, passthrough), {label}", "CPU-µs/call", "hop_cpu_us",
+                      baselines=("nginx", "passthrough"), better="lower", suffix=sfx)
             sc.metric(f"service process CPU per call (host vs aiohttp), {label}", "CPU-µs/call", "app_cpu_us",
                       baselines=("direct",), better="lower", suffix=sfx)
             sc.metric(f"server-side CPU per call (gateway + service), {label}", "CPU-µs/call", "path_cpu_us",
@@ -328,6 +351,8 @@ def s5_soap(ctx: Ctx) -> ScenarioResult:
         if ctx.profile:
             sc.data["profile"] = _profile_soap(ctx, sc, service, caller, wsdl["relayed"], cs)
     finally:
+        for hop in hops.values():
+            hop.stop()
         try:
             service.call("soap_stop", timeout=60)
         except BenchError:

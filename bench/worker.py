@@ -466,7 +466,7 @@ class Worker:
                 app.handle, body, content_type=request.headers.get("Content-Type", ""),
                 soap_action=request.headers.get("SOAPAction"), http_method=request.method,
                 query_string=request.query_string, path=suffix,
-                public_url=f"http://127.0.0.1:{port_box[0]}{prefix}", headers=dict(request.headers))
+                public_url=f"http://{request.host}{prefix}", headers=dict(request.headers))
             result = await asyncio.get_running_loop().run_in_executor(pool, call)
             return web.Response(status=result.status, body=result.body, headers=response_headers(result))
 

@@ -49,7 +49,11 @@ def _have_redis() -> bool:
     return shutil.which("redis-server") is not None or Path("/usr/bin/redis-server").exists()
 
 
-def test_soap_runs_both_paths_at_both_concurrencies_and_checks_every_sum(smoke: dict) -> None:
+def _have_nginx() -> bool:
+    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+
+
+def test_soap_runs_every_path_at_both_concurrencies_and_checks_every_sum_at_both_concurrencies_and_checks_every_sum(smoke: dict) -> None:
     soap = next(sc for sc in smoke["scenarios"] if sc["id"] == "5")
     assert soap["status"] == "measured", soap["notes"]
     rows = {row["metric"]: row for row in soap["metrics"]}
@@ -59,10 +63,16 @@ def test_soap_runs_both_paths_at_both_concurrencies_and_checks_every_sum(smoke: 
         assert _number(calls["ratios"]["direct"]["median"])
         assert [t["text"] for t in calls["targets"]] == ["≥ 0.85 × direct"]
         assert calls["targets"][0]["pass"] in (True, False)
+        # the hops in front of the same direct server: the byte-copying proxy always, nginx where installed
+        hops = ["passthrough", *(["nginx"] if _have_nginx() else [])]
+        for hop in hops:
+            assert _number(calls["baselines"][hop]["median"]) and _number(calls["ratios"][hop]["median"]), hop
         for name in (f"p50 latency, {in_flight} in flight", f"p99 latency, {in_flight} in flight",
-                     f"gateway CPU per call, {in_flight} in flight"):
+                     f"hop CPU per call (gateway vs nginx, passthrough), {in_flight} in flight"):
             assert _number(rows[name]["relayed"]["median"]), name
-        for path in ("direct", "relayed"):
+        hop_cpu = rows[f"hop CPU per call (gateway vs nginx, passthrough), {in_flight} in flight"]
+        assert sorted(hop_cpu["baselines"]) == sorted(hops)
+        for path in ("direct", *hops, "relayed"):
             for rnd in soap["rounds"][f"{path}@f{in_flight}"]:
                 assert rnd is not None, (path, in_flight, soap["notes"])
                 # correctness, not speed: every call answered, every sum right
