@@ -247,7 +247,7 @@ def decode(data: bytes | memoryview) -> tuple[Message, memoryview]:
         raise ProtocolError("link message header length is out of range")
     try:
         head = json.loads(str(view[4 : 4 + size], "utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[…" nested too deep
         raise ProtocolError("link message header is not JSON") from None
     if not isinstance(head, dict):
         raise ProtocolError("link message header must be an object")

@@ -657,6 +657,8 @@ def _read_state(state_file: Path) -> list[SasRule] | None:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{state_file}: corrupt development namespace file ({exc}); {hint}") from None
+    except RecursionError:
+        raise ConfigError(f"{state_file}: corrupt development namespace file (nested too deeply); {hint}") from None
     problems = _Problems(str(state_file))
     if not isinstance(data, dict):
         problems.add("", f"corrupt development namespace file: expected a JSON object; {hint}")

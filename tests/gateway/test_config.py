@@ -480,6 +480,7 @@ def test_dev_rules_never_appear_in_repr(tmp_path):
     (json.dumps({"version": 1, "rules": [{"name": "R", "primary_key": KEY_A, "rights": ["Sned"]}]}).encode(),
      "rules[0].rights: unknown right"),
     (b"\xff\xfe", "corrupt development namespace file"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
 ])
 def test_corrupt_state_file_is_an_error_and_keys_are_not_regenerated(tmp_path, content, fragment):
     state = tmp_path / "state"

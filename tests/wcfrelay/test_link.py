@@ -59,7 +59,9 @@ def test_invalid_headers_are_refused_by_decoder_and_schema(header):
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00\x00", struct.pack("!I", 1000) + b"{}", struct.pack("!I", 2) + b"{x",
-                                  struct.pack("!I", lk.MAX_HEADER + 1) + b"x" * 10])
+                                  struct.pack("!I", lk.MAX_HEADER + 1) + b"x" * 10,
+                                  # nested deeper than the JSON decoder goes (it raises RecursionError)
+                                  struct.pack("!I", 60_000) + b"[" * 30_000 + b"]" * 30_000])
 def test_truncated_or_garbage_link_messages_are_protocol_errors(data):
     with pytest.raises(ProtocolError):
         lk.decode(data)

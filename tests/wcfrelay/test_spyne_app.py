@@ -308,6 +308,9 @@ def test_http_unreadable_bodies(app_http: SpyneBytesApp) -> None:
     assert app_http.handle(b"<a/>", content_type="text/xml", path="/calc/Add").status == 400
     assert app_http.handle(b'{"a": {"nested": 1}}', content_type="application/json", path="/calc/Add").status == 400
     assert app_http.handle(b"[1, 2]", content_type="application/json", path="/calc/Add").status == 400
+    # nested deeper than the JSON decoder goes: a client error, not the service failing
+    deep = app_http.handle(b"[" * 100_000 + b"]" * 100_000, content_type="application/json", path="/calc/Add")
+    assert deep.status == 400 and b"nested too deeply" in deep.body
 
 
 def test_http_one_way(app_http: SpyneBytesApp) -> None:

@@ -220,6 +220,8 @@ def _body_arguments(environ: dict[str, Any]) -> dict[str, list[Any]]:
             raise Fault("Client.UnsupportedMediaType", f"cannot read a {media or 'typeless'} request body")
     except (UnicodeDecodeError, LookupError, json.JSONDecodeError) as exc:
         raise Fault("Client.BadRequest", f"unreadable request body: {exc}") from None
+    except RecursionError:  # "[[[[…": nested deeper than the decoder goes
+        raise Fault("Client.BadRequest", "unreadable request body: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise Fault("Client.BadRequest", "a JSON request body must be an object of argument names to values")
     out: dict[str, list[Any]] = {}
