@@ -48,6 +48,7 @@ class ProbeService(Service):
             "ServiceBusAuthorization": environ.get("HTTP_SERVICEBUSAUTHORIZATION"),
             "Authorization": environ.get("HTTP_AUTHORIZATION"),
             "RelayAccessToken": b"RelayAccessToken" in body,
+            **({"X-Name": environ["HTTP_X_NAME"]} if "HTTP_X_NAME" in environ else {}),
         })
 
 
@@ -229,3 +230,26 @@ def test_end_to_end_authorization_header_passes_through(gw: GatewayProcess) -> N
     assert response.status_code == 200, response.text
     seen = json.loads(etree.fromstring(response.content).findtext(f".//{{{TNS}}}SeenResult"))
     assert seen == {"ServiceBusAuthorization": None, "Authorization": "Bearer app-level", "RelayAccessToken": False}
+
+
+def test_a_header_value_that_is_not_utf8_reaches_the_service_as_latin1(gw: GatewayProcess) -> None:
+    """obs-text (RFC 9110 §5.5): bytes that are not UTF-8 are read as ISO-8859-1 rather than refused or lost."""
+    import socket
+
+    from lxml import etree
+
+    body = env11(SEEN)
+    head = (f"POST /probe HTTP/1.1\r\nHost: {gw.host}:{gw.port}\r\nContent-Type: {CT11}\r\n"
+            f"ServiceBusAuthorization: {gw.token('probe')}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n").encode() + b"X-Name: caf\xe9 cr\xe8me\r\n\r\n"
+    with socket.create_connection((gw.host, gw.port), timeout=10 * TIMEOUT_FACTOR) as sock:
+        sock.sendall(head + body)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 200 "), raw[:500]
+    envelope = rest.partition(b"\r\n\r\n")[2]
+    seen = json.loads(etree.fromstring(envelope).findtext(f".//{{{TNS}}}SeenResult"))
+    assert seen["X-Name"] == "caf\u00e9 cr\u00e8me"
+

@@ -84,3 +84,24 @@ def test_bad_registrations_are_400_with_a_reason(query):
     with pytest.raises(BadRequest) as info:
         lk.Registration.from_query(query)
     assert str(info.value)
+
+
+def test_header_keys_from_a_multidict_and_text_that_is_not_utf8_are_encoded():
+    from multidict import istr
+
+    # aiohttp's header names are istr (a str subclass); a value's bytes that are not UTF-8 arrive as surrogate
+    # escapes and leave as ISO-8859-1, HTTP's historical reading of obs-text.
+    call = lk.Call("1", "POST", "", "", {istr("Content-Type"): "text/xml", "X-Name": "caf\udce9"}, "http://gw/calc")
+    decoded, body = lk.decode(lk.encode(call, b"<b/>"))
+    assert decoded.headers == {"Content-Type": "text/xml", "X-Name": "caf\u00e9"}
+    assert bytes(body) == b"<b/>"
+    lone = lk.Call("1", "POST", "", "", {"X": "\ud800"}, "http://gw/calc")
+    assert lk.decode(lk.encode(lone))[0].headers == {"X": "?"}
+
+
+@pytest.mark.parametrize("raw", [b'{"type":"ack","id":"\\ud800"}', b'{"type":"reply","id":"x","status":NaN}',
+                                 b'{"type":"ack","id":"x"', b'{"type":"ack","id":"\xff"}'])
+def test_the_decoder_is_strict_json(raw):
+    with pytest.raises(ProtocolError, match="not JSON"):
+        lk.decode(struct.pack("!I", len(raw)) + raw)
+
