@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from hybrid.errors import BadRequest, PayloadTooLarge, ProtocolError
+from hybrid.protocol.messages import wire_text
 
 __all__ = [
     "LINK_PREFIX",
@@ -228,16 +229,9 @@ def encode(message: Message, body: bytes = b"") -> bytes:
 
 def _latin1_where_not_utf8(value: Any) -> Any:
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            try:
-                return value.encode("utf-8", "surrogateescape").decode("latin-1")
-            except UnicodeEncodeError:  # a surrogate that stands for no byte
-                return value.encode("utf-8", "replace").decode("utf-8")
+        return wire_text(value)
     if isinstance(value, dict):
-        return {_latin1_where_not_utf8(k): _latin1_where_not_utf8(v) for k, v in value.items()}
+        return {wire_text(k): _latin1_where_not_utf8(v) for k, v in value.items()}
     return value
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "request_headers_for_listener",
     "response_headers_for_sender",
     "join_headers",
+    "wire_text",
 ]
 
 #: .NET reads control messages into a 64 KiB buffer; the doc caps header metadata at 32 kB (§2.1).
@@ -263,11 +264,30 @@ def parse_message(text: str | bytes) -> Message:
     return Unknown(str(key))
 
 
+def wire_text(value: str) -> str:
+    """A header value as text that can travel as UTF-8. A value whose bytes were not UTF-8 (obs-text), which
+    aiohttp keeps as surrogate escapes, is read as ISO-8859-1, HTTP's historical reading (RFC 9110 §5.5)."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def join_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Fold repeated headers into one ``", "``-joined value, keeping the first spelling of each name."""
+    """Fold repeated headers into one ``", "``-joined value, keeping the first spelling of each name; values
+    that were not UTF-8 are read as ISO-8859-1 (:func:`wire_text`)."""
     out: dict[str, str] = {}
     index: dict[str, str] = {}
     for name, value in items:
+        if not value.isascii():
+            value = wire_text(value)
         lname = name.lower()
         if lname in index:
             key = index[lname]

@@ -380,3 +380,17 @@ async def test_a_rendezvous_cannot_answer_for_another_request(gateway):
         r2 = await asyncio.wait_for(second, 10 * TIMEOUT_FACTOR)
         assert await r2.read() == b"answer two" and r2.headers["X-From"] == "control"
     await control.close()
+
+
+async def test_a_header_value_that_is_not_utf8_reaches_the_listener_as_latin1(gateway):
+    """obs-text (RFC 9110 §5.5) in a relayed request: read as ISO-8859-1, not a 500 from the control message."""
+    async with RawListener(gateway.listen_url("obs"), gateway.token("obs")) as listener:
+        reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+        writer.write(b"GET /obs HTTP/1.1\r\nHost: x\r\nServiceBusAuthorization: " + gateway.token("obs").encode()
+                     + b"\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10 * TIMEOUT_FACTOR)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert listener.requests[0]["requestHeaders"]["X-Name"] == "caf\u00e9"
+    await still_serves(gateway)
+

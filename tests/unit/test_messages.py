@@ -20,6 +20,7 @@ from hybrid.protocol.messages import (
     Unknown,
     encode,
     join_headers,
+    wire_text,
     parse_message,
     request_headers_for_listener,
     response_headers_for_sender,
@@ -444,3 +445,21 @@ def test_headers_named_by_connection_are_hop_by_hop_too():
     out = request_headers_for_listener(
         [("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("X-Keep", "2")], strip_authorization=False, via="1.1 gw")
     assert "X-Hop" not in out and out["X-Keep"] == "2"
+
+
+@pytest.mark.parametrize("raw,text", [
+    ("plain", "plain"),
+    ("caf\u00e9 \u2713", "caf\u00e9 \u2713"),  # valid UTF-8 stays as it is
+    ("caf\udce9", "caf\u00e9"),  # the byte 0xE9 alone (aiohttp's surrogate escape): ISO-8859-1
+    ("\u00e9\udcff", "\u00c3\u00a9\u00ff"),  # not UTF-8 as a whole: every byte read as ISO-8859-1
+    ("x\ud800", "x?"),  # a surrogate that stands for no byte
+])
+def test_wire_text_reads_values_that_were_not_utf8_as_latin1(raw, text):
+    assert wire_text(raw) == text
+    text.encode("utf-8")  # always sendable
+
+
+def test_join_headers_makes_every_value_sendable_as_utf8():
+    joined = join_headers([("X-Name", "caf\udce9"), ("X-Name", "cr\udce8me"), ("Accept", "*/*")])
+    assert joined == {"X-Name": "caf\u00e9, cr\u00e8me", "Accept": "*/*"}
+
