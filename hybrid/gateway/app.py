@@ -707,7 +707,7 @@ class Gateway:
         head = pending.head
         if bool(body) != head.body:
             head = dataclasses.replace(head, body=bool(body))
-        sock.send_message_batched(fr.OP_TEXT, msgs.encode(head).encode())
+        sock.send_message_batched(fr.OP_TEXT, msgs.encode_bytes(head))
         if body:
             sock.send_message_batched(fr.OP_BINARY, body)
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import orjson
+
 from ..errors import PayloadTooLarge, ProtocolError
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "Unknown",
     "parse_message",
     "encode",
+    "encode_bytes",
+    "json_bytes",
     "HOP_BY_HOP",
     "request_headers_for_listener",
     "response_headers_for_sender",
@@ -157,11 +161,32 @@ Message = Accept | Request | Response | RenewToken | Unknown
 
 def encode(message: Accept | Request | Response | RenewToken) -> str:
     """Compact JSON text for one control message."""
-    return _ENCODER.encode(message.to_json())
+    return json_bytes(message.to_json()).decode("utf-8")
 
 
-#: one encoder for every message (``json.dumps`` with options builds a new one per call)
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+def encode_bytes(message: Accept | Request | Response | RenewToken) -> bytes:
+    """The same as :func:`encode`, as the UTF-8 a text frame carries."""
+    return json_bytes(message.to_json())
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON (orjson: measured cheaper than the json module on the gateway's per-request path).
+    Text that cannot be UTF-8 (surrogate escapes of bytes that were not) is made sendable by :func:`wire_text`."""
+    try:
+        # OPT_NON_STR_KEYS admits multidict's istr keys, which are str subclasses.
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_sendable(obj), option=orjson.OPT_NON_STR_KEYS)
+
+
+def _sendable(value: Any) -> Any:
+    if isinstance(value, str):
+        return wire_text(value)
+    if isinstance(value, dict):
+        return {wire_text(k): _sendable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sendable(v) for v in value]
+    return value
 
 
 def _str_map(value: Any, what: str) -> dict[str, str]:
@@ -204,9 +229,14 @@ def parse_message(text: str | bytes) -> Message:
     ):
         raise PayloadTooLarge(f"control message larger than {MAX_CONTROL_MESSAGE} bytes")
     try:
-        data = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
-        raise ProtocolError(f"control message is not JSON: {exc.__class__.__name__}") from None
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # What orjson refuses but the json module reads (lone surrogate escapes, NaN, big numbers) is still
+        # accepted from listeners and senders, as before; what neither reads is malformed.
+        try:
+            data = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[…" too deep
+            raise ProtocolError(f"control message is not JSON: {exc.__class__.__name__}") from None
     if not isinstance(data, dict) or len(data) != 1:
         raise ProtocolError("control message must be an object with exactly one key")
     (key, body), = data.items()

@@ -19,6 +19,7 @@ from hybrid.protocol.messages import (
     Response,
     Unknown,
     encode,
+    encode_bytes,
     join_headers,
     wire_text,
     parse_message,
@@ -463,3 +464,25 @@ def test_join_headers_makes_every_value_sendable_as_utf8():
     joined = join_headers([("X-Name", "caf\udce9"), ("X-Name", "cr\udce8me"), ("Accept", "*/*")])
     assert joined == {"X-Name": "caf\u00e9, cr\u00e8me", "Accept": "*/*"}
 
+
+
+def test_encode_and_encode_bytes_are_the_same_compact_utf8_json():
+    request = Request(address="wss://gw/$hc/e?sb-hc-action=request&sb-hc-id=1", id="1", method="GET",
+                      request_target="/e/caf%C3%A9", request_headers={"X-Name": "café ✓"}, body=False)
+    text = encode(request)
+    assert encode_bytes(request) == text.encode("utf-8")
+    assert '"X-Name":"café ✓"' in text and ": " not in text  # not ASCII-escaped, no spaces
+    assert json.loads(text) == request.to_json()
+    # a value kept as surrogate escapes (bytes that were not UTF-8) is sent as ISO-8859-1, not refused
+    odd = Request(address=request.address, id="2", method="GET", request_target="/e",
+                  request_headers={"X-Name": "caf\udce9"}, body=False)
+    assert json.loads(encode_bytes(odd))["request"]["requestHeaders"] == {"X-Name": "café"}
+
+
+@pytest.mark.parametrize("text", [
+    '{"renewToken":{"token":"a\\ud800b"}}',  # a lone surrogate escape: JSON.stringify writes these
+    '{"renewToken":{"token":"t","n":123456789012345678901234567890}}',
+])
+def test_messages_the_json_module_reads_are_still_accepted(text):
+    for raw in (text, text.encode()):
+        assert isinstance(parse_message(raw), RenewToken)
