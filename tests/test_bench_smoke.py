@@ -162,3 +162,29 @@ def test_no_key_or_signature_reaches_the_results(smoke: dict) -> None:
         text = (out / name).read_text()
         assert not re.search(r"SharedAccessKey=(?!<redacted>)", text), name
         assert not re.search(r"sig=(?!<redacted>)", text), name
+
+
+@pytest.mark.parametrize("workload", ["soap1", "http50"])
+def test_compare_runs_two_gateways_side_by_side_and_writes_ratios(tmp_path: Path, workload: str) -> None:
+    """``python -m bench.compare`` against this very checkout (A against A): the machinery, not the speed."""
+    if workload == "http50" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    out = tmp_path / "compare.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("WCFRELAY_UVLOOP", "WCFRELAY_CPROFILE")}
+    done = subprocess.run([sys.executable, "-m", "bench.compare", "--base", str(ROOT), "--workload", workload,
+                           "--rounds", "2", "--seconds", "0.5", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120 * TIMEOUT_FACTOR, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["workload"] == workload and len(result["rounds"]) == 2
+    for row in result["rounds"]:
+        for side in ("A", "B"):
+            assert row[side]["count"] > 0 and _number(row[side]["rate"]) and _number(row[side]["gateway_cpu_us"])
+        assert math.isclose(row["rate_ratio"], row["B"]["rate"] / row["A"]["rate"])
+    assert _number(result["rate_ratio"]["median"]) and _number(result["cpu_ratio"]["median"])
+
+
+def test_compare_refuses_a_base_that_is_not_a_checkout(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.compare", "--base", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "is not a checkout of this project" in done.stdout
