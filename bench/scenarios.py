@@ -277,17 +277,19 @@ def s5_soap(ctx: Ctx) -> ScenarioResult:
         info = service.call("soap_serve", gw=ctx.gw.info([SOAP_PATH]), path=SOAP_PATH, max_workers=16, timeout=120)
         cs = f"Endpoint=sb://127.0.0.1:{ctx.gw.port}/;SharedAccessKeyName={ctx.gw.key_name};SharedAccessKey={ctx.gw.key}"
         direct_port = info["direct_port"]
+        ports = {"direct": direct_port, "relayed": ctx.gw.port}
         if ctx.nginx is not None:  # nginx is installed: a second instance, in front of this scenario's server
             try:
-                hops["nginx"] = Nginx.start(ctx.tmp / "nginx-soap", upstream_http=direct_port, upstream_ws=direct_port)
+                nginx = hops["nginx"] = Nginx.start(ctx.tmp / "nginx-soap", upstream_http=direct_port,
+                                                    upstream_ws=direct_port)
+                ports["nginx"] = nginx.http_port
             except BenchError as exc:
                 sc.note(f"nginx baseline unavailable: {exc}"[:400])
         try:
-            hops["passthrough"] = Passthrough.start(direct_port, uvloop=ctx.gateway_uvloop)
+            passthrough = hops["passthrough"] = Passthrough.start(direct_port, uvloop=ctx.gateway_uvloop)
+            ports["passthrough"] = passthrough.port
         except BenchError as exc:
             sc.note(f"passthrough baseline unavailable: {exc}"[:400])
-        ports = {"direct": direct_port, "relayed": ctx.gw.port,
-                 **{name: hop.http_port if name == "nginx" else hop.port for name, hop in hops.items()}}
         wsdl = {path: f"http://127.0.0.1:{port}/{SOAP_PATH}?wsdl" for path, port in ports.items()}
         paths = ["direct", *hops, "relayed"]
 
