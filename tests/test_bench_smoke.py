@@ -188,3 +188,20 @@ def test_compare_refuses_a_base_that_is_not_a_checkout(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "bench.compare", "--base", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1 and "is not a checkout of this project" in done.stdout
+
+
+def test_sched_traces_both_paths_or_says_why_it_cannot() -> None:
+    """``python -m bench.sched``: the scheduler's view of a SOAP call, where perf may trace; a clear refusal elsewhere."""
+    done = subprocess.run([sys.executable, "-m", "bench.sched", "--seconds", "0.5"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180 * TIMEOUT_FACTOR, check=False)
+    if done.returncode == 1:
+        assert done.stdout.startswith("bench.sched: perf ") and "Traceback" not in done.stderr, done.stdout
+        return
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "relayed: " in done.stdout and "direct: " in done.stdout and "gateway -> service" in done.stdout
+
+
+def test_sched_refuses_a_trace_length_out_of_range() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.sched", "--seconds", "0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "--seconds must be above 0" in done.stderr
