@@ -194,7 +194,11 @@ def _traced_run(side: _Side, wsdl: str, connection_string: str | None, seconds: 
                             text=True, timeout=300, check=False)
     data.unlink(missing_ok=True)
     slices, wakes = parse_perf_script(script.stdout.splitlines(), _labels(side))
-    return result["cps"], summarise(slices, wakes, caller="zeep")
+    summary = summarise(slices, wakes, caller="zeep")
+    if not summary["calls"]:
+        raise BenchError("perf traced no call: no wake-up between these processes in its output "
+                         f"({len(script.stdout.splitlines())} lines; perf script: {script.stderr.strip()[-300:]!r})")
+    return result["cps"], summary
 
 
 def trace(seconds: float) -> dict[str, Any]:
