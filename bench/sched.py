@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import percentile
 from bench.compare import SOAP_PATH, _Side
 from bench.procs import ROOT, BenchError
 
@@ -45,7 +45,7 @@ class Slice:
     """One stretch a labelled thread ran without leaving the CPU."""
 
     label: str
-    woken_by: str  # the label of whoever woke it ("?" when the wake-up was not traced or came from elsewhere)
+    woken_by: str  # the label of whoever woke it ("other": an unlabelled thread; "?": the wake-up was not traced)
     first_woke: str  # the label it woke first while running ("-" for none)
     ended: str  # "sleep" (it blocked) or "preempted" (still runnable)
     micros: float
@@ -105,7 +105,7 @@ def parse_perf_script(lines: Iterable[str], labels: dict[int, str]) -> tuple[lis
 
 def _stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"median": statistics.median(ordered), "p90": ordered[int(len(ordered) * 0.9)], "n": len(ordered)}
+    return {"median": percentile(ordered, 50), "p90": percentile(ordered, 90), "n": len(ordered)}
 
 
 def summarise(slices: list[Slice], wakes: list[Wake], *, caller: str, min_count: int = 20) -> dict[str, Any]:
