@@ -48,6 +48,7 @@ from .config import GatewayConfig
 from .directory import Directory, ListenerRef, LocalState, RedisDirectory
 from .namespace import Entity, Namespace
 from .relay import (
+    SENDER_GONE,
     Accepted,
     BodyPipe,
     FailureLimiter,
@@ -823,36 +824,36 @@ class Gateway:
             except RelayError as exc:
                 pipe.abandon()
                 raise ListenerUnavailable(f"the listener failed while sending the response: {exc.reason}") from None
-        if no_body:
-            # No body and no invented Content-Length (for HEAD the listener's real length is unknown).
-            response = web.StreamResponse(status=message.status_code, reason=reason)
-            for name, value in headers:
-                response.headers.add(name, value)
-            await response.prepare(request)
-            await response.write_eof()
-            return response
-        if rest is None:
+        if rest is None and not no_body:
             response = web.Response(status=message.status_code, reason=reason, body=b"".join(first))
             for name, value in headers:
                 response.headers.add(name, value)
-            return response
-        assert pipe is not None
+            return response  # aiohttp writes it, and handles a sender that has gone meanwhile itself
         response = web.StreamResponse(status=message.status_code, reason=reason)
         for name, value in headers:
             response.headers.add(name, value)
-        await response.prepare(request)
         try:
-            await response.write(b"".join(first))
-            async for chunk in rest:
-                await response.write(chunk)
+            await response.prepare(request)
+            if not no_body:  # (no body and no invented Content-Length: for HEAD the real length is unknown)
+                await response.write(b"".join(first))
+                assert pipe is not None and rest is not None
+                async for chunk in rest:
+                    await response.write(chunk)
+            await response.write_eof()
         except RelayError:
             # Headers are out: the only honest signal left is to cut the connection before the end.
+            assert pipe is not None
             pipe.abandon()
             if request.transport is not None:
                 request.transport.abort()
-            return response
-        except (ConnectionError, asyncio.CancelledError):
-            pipe.abandon()
+        except ConnectionError:
+            # The sender reset or closed its connection: the rest of the body has nowhere to go. An everyday
+            # event, not a server error (aiohttp would log it with a traceback).
+            if pipe is not None:
+                pipe.abandon()
+            log.info("%s %s: %s", request.method, request.rel_url.raw_path[:200], SENDER_GONE)
+        except asyncio.CancelledError:
+            if pipe is not None:
+                pipe.abandon()
             raise
-        await response.write_eof()
         return response

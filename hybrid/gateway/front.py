@@ -25,7 +25,7 @@ from ..errors import ListenerUnavailable, RelayError, RelayTimeout
 from ..protocol import http1
 from ..protocol import messages as msgs
 from ..protocol import urls
-from .relay import RESPONSE_TIMEOUT, BodyPipe, PendingRequest
+from .relay import RESPONSE_TIMEOUT, SENDER_GONE, BodyPipe, PendingRequest
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -235,6 +235,7 @@ class HttpFrontEnd(asyncio.Protocol):
             return
         message, body = result
         if self._state == DONE:  # the client went away
+            log.info("%s %s: %s", head.method, head.path[:200], SENDER_GONE)
             if isinstance(body, BodyPipe):
                 body.abandon()
             self.gateway.close_request(pending)
@@ -265,6 +266,8 @@ class HttpFrontEnd(asyncio.Protocol):
             transport.write(self._head_bytes(status, reason, [*headers, ("Transfer-Encoding", "chunked")], None))
             async for chunk in pipe:
                 if self._state == DONE:
+                    assert self._head is not None
+                    log.info("%s %s: %s", self._head.method, self._head.path[:200], SENDER_GONE)
                     pipe.abandon()
                     return
                 if chunk:

@@ -15,6 +15,8 @@ from ..errors import ConnectionClosed, RelayError
 __all__ = ["BodyPipe", "PendingAccept", "PendingRequest", "Accepted", "Rejected", "new_tracking_id",
            "FailureLimiter"]
 
+#: what the log says when a sender leaves before its response has been written (an everyday event, not an error)
+SENDER_GONE = "the sender went away before its response was complete"
 RESPONSE_TIMEOUT = "the request was routed to the listener but the listener did not respond in the required time"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 

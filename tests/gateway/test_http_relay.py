@@ -6,8 +6,10 @@ import asyncio
 import hashlib
 import json
 import socket
+import struct
 
 import aiohttp
+import pytest
 
 from tests.support.gateway_process import TIMEOUT_FACTOR
 from tests.support.raw_listener import RawListener
@@ -221,3 +223,101 @@ async def test_upgrade_and_connect_are_not_relayed_over_http(gateway):
         with socket.create_connection((gateway.host, gateway.port)) as sock:
             sock.sendall("CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert sock.recv(100).startswith(b"HTTP/1.1 4")
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset (linger 0): the abrupt way a sender's process or network goes away."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def _wait_until(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout * TIMEOUT_FACTOR
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def _pending_requests(session: aiohttp.ClientSession, gw) -> int:
+    async with session.get(f"{gw.http_base}/$health") as r:
+        return (await r.json())["pending"]["requests"]
+
+
+def _raw_request(gw, entity: str, body_size: int) -> socket.socket:
+    """A request on a plain socket: a GET (the front end relays it), or a POST whose body is too large to travel
+    inline (the rendezvous path, served by aiohttp)."""
+    sock = socket.create_connection((gw.host, gw.port))
+    method = "POST" if body_size else "GET"
+    sock.sendall(f"{method} /{entity} HTTP/1.1\r\nHost: {gw.host}:{gw.port}\r\nContent-Length: {body_size}\r\n"
+                 f"ServiceBusAuthorization: {gw.token(entity)}\r\n\r\n".encode() + b"b" * body_size)
+    return sock
+
+
+# Both ways a request reaches a listener: through the front end (small) and through aiohttp (a 100 KiB body).
+SENDER_PATHS = pytest.mark.parametrize("body_size", [0, 100 * 1024], ids=["front-end", "rendezvous"])
+
+
+@SENDER_PATHS
+async def test_sender_gone_before_a_streamed_response_is_quietly_dropped(gateway, body_size):
+    """The sender resets its connection while the listener prepares a large (streamed) response: the gateway
+    cannot write even the status line. It forgets the request, says so in one line (no traceback from the HTTP
+    server), takes the listener's body without holding it, and keeps relaying."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    big = hashlib.sha256(b"gone").digest() * 32768  # 1 MiB: the listener's rendezvous, streamed to the sender
+
+    async def slow_big(head, body):
+        entered.set()
+        await release.wait()
+        return 200, {"Content-Type": "application/octet-stream"}, big
+
+    async with RawListener(gateway.listen_url("gone1"), gateway.token("gone1"), http=slow_big) as listener:
+        sock = _raw_request(gateway, "gone1", body_size)
+        await asyncio.wait_for(entered.wait(), 10 * TIMEOUT_FACTOR)
+        _reset(sock)
+        async with aiohttp.ClientSession() as s:
+            # A round trip on another connection: the gateway has read the reset by the time it answers this.
+            assert await _pending_requests(s, gateway) == 1
+            release.set()
+            await _wait_until(lambda: listener.answered, "the listener to finish its answer")
+            await _wait_until_async(lambda: _pending_requests(s, gateway), 0, "the request to be forgotten")
+            async with s.get(f"{gateway.http_base}/gone1", headers=hdr(gateway, "gone1")) as r:
+                assert r.status == 200 and await r.read() == big
+    log = gateway.stop_and_read()
+    assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
+    assert "went away before its response" in log
+
+
+@SENDER_PATHS
+async def test_sender_gone_in_the_middle_of_a_streamed_response_is_quietly_dropped(gateway, body_size):
+    """The sender reads the status line of a 16 MiB response, then resets: the rest of the body is dropped, the
+    listener's rendezvous is closed, nothing is logged as a server error, and the gateway keeps relaying."""
+    big = hashlib.sha256(b"mid").digest() * (16 * 32768)  # 16 MiB: more than every socket buffer on the way
+
+    async def huge(head, body):
+        return 200, {"Content-Type": "application/octet-stream"}, big
+
+    async with RawListener(gateway.listen_url("gone2"), gateway.token("gone2"), http=huge) as listener:
+        sock = _raw_request(gateway, "gone2", body_size)
+        sock.settimeout(10 * TIMEOUT_FACTOR)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = await asyncio.to_thread(sock.recv, 65536)
+            assert chunk, "the gateway closed before the response head"
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        _reset(sock)
+        await _wait_until(lambda: listener.answered, "the listener to finish its answer")
+        async with aiohttp.ClientSession() as s:
+            await _wait_until_async(lambda: _pending_requests(s, gateway), 0, "the request to be forgotten")
+            async with s.get(f"{gateway.http_base}/gone2", headers=hdr(gateway, "gone2")) as r:
+                assert r.status == 200 and len(await r.read()) == len(big)
+    log = gateway.stop_and_read()
+    assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
+    assert "went away before its response" in log
+
+
+async def _wait_until_async(read, expected, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout * TIMEOUT_FACTOR
+    while (value := await read()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what} (last: {value!r})"
+        await asyncio.sleep(0.02)

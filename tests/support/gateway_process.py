@@ -34,6 +34,8 @@ class GatewayProcess:
     tls: bool = False
     rules: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
+    #: the thread that keeps appending the gateway's output lines to ``output``
+    reader: threading.Thread | None = None
 
     @property
     def ws_base(self) -> str:
@@ -73,6 +75,13 @@ class GatewayProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
+
+    def stop_and_read(self) -> str:
+        """Stop the gateway and return everything it wrote (its log included), to the last line."""
+        self.stop()
+        if self.reader is not None:
+            self.reader.join(10 * TIMEOUT_FACTOR)
+        return "\n".join(self.output)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -117,5 +126,6 @@ def start_gateway(state_dir: Path, *extra: str, env: dict | None = None, tls: bo
     gw = GatewayProcess(proc, first["host"], int(first["port"]), first["name"], first["key"], tls=tls,
                         rules=rules, output=lines)
     # Keep draining the pipe so the gateway never blocks on a full stdout.
-    threading.Thread(target=lambda: [gw.output.append(x.rstrip("\n")) for x in proc.stdout], daemon=True).start()
+    gw.reader = threading.Thread(target=lambda: [gw.output.append(x.rstrip("\n")) for x in proc.stdout], daemon=True)
+    gw.reader.start()
     return gw

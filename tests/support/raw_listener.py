@@ -33,6 +33,10 @@ class RawListener:
     accepts: list[dict] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     rendezvous_status: list[int] = field(default_factory=list)
+    #: ids of the requests answered (their response sent, or cut off by the gateway: see ``cut_off``)
+    answered: list[str] = field(default_factory=list)
+    #: ids of the requests whose response body the gateway stopped taking (its sender went away)
+    cut_off: list[str] = field(default_factory=list)
     control: ClientConnection | None = None
     tasks: set = field(default_factory=set)
     #: send responses bigger than this over a listener-initiated rendezvous
@@ -76,6 +80,7 @@ class RawListener:
                     if "method" in req:
                         body = await self.control.recv() if req["body"] else b""
                         await self._answer(self.control, req, body, req["address"])
+                        self.answered.append(req["id"])
                     else:
                         self._spawn(self._on_rendezvous_request(req["address"]))
         except websockets.ConnectionClosed:
@@ -107,6 +112,7 @@ class RawListener:
             self.requests.append(head)
             body = await ws.recv() if head["body"] else b""
             await self._answer(ws, head, body, address, on_rendezvous=True)
+            self.answered.append(head["id"])
             try:
                 await ws.recv()  # the gateway closes it once the response is through
             except websockets.ConnectionClosed:
@@ -120,13 +126,22 @@ class RawListener:
         if not on_rendezvous and payload is not None and len(payload) > self.inline_limit:
             # Listener-initiated rendezvous for a large response (spec §2.7).
             async with websockets.connect(address, compression=None, max_size=None, **self._tls()) as rv:
-                await rv.send(response)
-                await rv.send(payload)
+                try:
+                    await rv.send(response)
+                    await rv.send(payload)
+                except websockets.ConnectionClosed:
+                    self.cut_off.append(head["id"])
+                    return
                 try:
                     await rv.recv()
                 except websockets.ConnectionClosed:
                     pass
             return
-        await ws.send(response)
-        if payload is not None:
-            await ws.send(payload)
+        try:
+            await ws.send(response)
+            if payload is not None:
+                await ws.send(payload)
+        except websockets.ConnectionClosed:
+            if not on_rendezvous:
+                raise  # the control channel is gone: the listener's run ends
+            self.cut_off.append(head["id"])
