@@ -40,6 +40,17 @@ def py_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: A line of a gateway's log that a run of ordinary traffic should never produce.
+_PROBLEM = re.compile(r"^(?:\S+ \S+ (?:WARNING|ERROR|CRITICAL) |Traceback )")
+#: Problem lines of every gateway this process stopped (``Gateway.stop`` adds them; the runner reports them).
+GATEWAY_PROBLEMS: list[str] = []
+
+
+def log_problems(text: str) -> list[str]:
+    """The warning, error and traceback lines of a gateway log."""
+    return [line for line in text.splitlines() if _PROBLEM.match(line)]
+
+
 _ENDPOINT = re.compile(r"^Endpoint=sb://127\.0\.0\.1:(\d+)/;SharedAccessKeyName=([^;]+);SharedAccessKey=(\S+)$")
 
 
@@ -54,6 +65,7 @@ class Gateway:
     log_path: Path
     uvloop: bool
     tokens: dict[str, str] = field(default_factory=dict)
+    stopped: bool = False
 
     @classmethod
     def start(cls, workdir: Path, *, uvloop: bool = False, log_level: str = "INFO", max_connections: int = 20000,
@@ -124,6 +136,9 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if not self.stopped:
+            self.stopped = True
+            GATEWAY_PROBLEMS.extend(log_problems(self.log_path.read_text(errors="replace")))
 
 
 @dataclass

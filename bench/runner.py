@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import procs, report
 from bench.common import raise_nofile
 from bench.modes import MODES, Mode
 from bench.procs import ROOT, BenchError, Gateway, Nginx, WorkerProc, run_wrk
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     raise_nofile()
     started = time.monotonic()
+    procs.GATEWAY_PROBLEMS.clear()  # this run's gateways only
     log_lines: list[str] = []
 
     def log(text: str) -> None:
@@ -216,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             gw.stop()
             meta["gateway_log_tail"] = [_redact(x) for x in
                                         gw.log_path.read_text(errors="replace").splitlines()[-20:]]
+    # Ordinary traffic (and senders that leave, as wrk's connections do at the end) must not make a gateway warn.
+    problems = [_redact(x) for x in procs.GATEWAY_PROBLEMS]
+    meta["gateway_problems"] = {"count": len(problems), "first": problems[:20]}
+    if problems:
+        log(f"gateway logs: {len(problems)} warning, error or traceback lines, first: {problems[0][:300]}")
     meta["loadavg_after"] = _loadavg()
     meta["duration_s"] = time.monotonic() - started
     results = {"meta": meta, "scenarios": scenarios, "log": log_lines}

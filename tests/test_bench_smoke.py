@@ -164,6 +164,13 @@ def test_no_key_or_signature_reaches_the_results(smoke: dict) -> None:
         assert not re.search(r"sig=(?!<redacted>)", text), name
 
 
+def test_the_gateways_logged_no_warning_or_error(smoke: dict) -> None:
+    """Every gateway of the run (the main one, the fresh ones of scenarios 7 and 8, the cluster nodes of 9) saw
+    only ordinary traffic, senders leaving mid-response included: none of it may be logged as a problem."""
+    problems = smoke["meta"]["gateway_problems"]
+    assert problems["count"] == 0, problems["first"]
+
+
 @pytest.mark.parametrize("workload", ["soap1", "http50"])
 def test_compare_runs_two_gateways_side_by_side_and_writes_ratios(tmp_path: Path, workload: str) -> None:
     """``python -m bench.compare`` against this very checkout (A against A): the machinery, not the speed."""

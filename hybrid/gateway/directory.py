@@ -188,8 +188,10 @@ class RedisDirectory(Directory):
                     await self._add_link_unchecked(path, lid, reg)
             await self._refresh_entities()
             await self._refresh_alive()
-            if not self.healthy:
-                log.warning("redis %s reachable: node %s registered", self._url_for_log, self.node_id)
+            if self.last_error:  # back after an outage that was logged as a warning
+                log.warning("redis %s reachable again: node %s registered", self._url_for_log, self.node_id)
+            elif not self.healthy:  # the first connection: an ordinary start
+                log.info("redis %s connected: node %s registered", self._url_for_log, self.node_id)
             self.healthy = True
             self.last_error = ""
         except Exception as exc:  # noqa: BLE001 - any Redis failure means "degraded", never a crash

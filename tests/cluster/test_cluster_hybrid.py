@@ -147,7 +147,11 @@ async def test_redis_down_keeps_local_service_and_recovers(cluster):
         await wait_until(lambda: _redis_is(b, "up"), timeout=20)
         # State was registered again: another node routes to the listener.
         await wait_until(lambda: sees_listener(b, "local"), timeout=20)
-    assert any("unreachable" in line for line in a.output)
+    # The outage and the recovery are warnings; the ordinary first connection of each node is not.
+    assert any("WARNING" in line and "unreachable" in line for line in a.output)
+    assert any("WARNING" in line and "reachable again" in line for line in a.output)
+    assert any(" INFO " in line and "redis" in line and "connected: node" in line for line in a.output)
+    assert not any("WARNING" in line and "connected: node" in line for line in b.output)
 
 
 async def _redis_is(node, state) -> bool:
