@@ -55,8 +55,6 @@ __all__ = ["WcfRelayExtension", "RelayEndpoint"]
 log = logging.getLogger("wcfrelay.gateway")
 
 MAX_LINKS_PER_ENDPOINT = 25
-#: SOAP messages are relayed whole (one link message each); all calls in flight together may hold this much.
-MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 #: Endpoints remembered per node, with or without hosts (Azure allows 10,000 relay endpoints per namespace).
 MAX_ENDPOINTS = 10_000
 #: How long a multicast waits for its receivers to acknowledge.
@@ -157,7 +155,7 @@ class FrontCall:
         try:
             token, strip_auth, required = ext.check_caller(endpoint, head.headers, head.query, False,
                                                            head.content_length)
-            if ext._buffered + 2 * len(body) > MAX_BUFFERED_BYTES:
+            if ext._buffered + 2 * len(body) > ext.gateway.config.max_soap_in_flight_bytes:
                 raise QuotaExceeded("the gateway is holding too many messages in flight; retry later",
                                     http_status=503)
             call, frame, _, _ = ext.build_call(endpoint, self.suffix, head.method, head.headers, head.query,
@@ -590,7 +588,8 @@ class WcfRelayExtension:
         return response
 
     async def _read_body(self, request: web.Request, limit: int, budget: list[int]) -> bytes:
-        """The whole body, bounded per message (``limit``) and across calls in flight (``MAX_BUFFERED_BYTES``);
+        """The whole body, bounded per message (``limit``) and across calls in flight (the gateway's
+        ``max_soap_in_flight_bytes``: SOAP messages are relayed whole, one link message each);
         ``budget[0]`` accumulates what this call reserved, for the caller to release."""
         parts: list[bytes] = []
         size = 0
@@ -601,7 +600,7 @@ class WcfRelayExtension:
             # The body is held twice for a moment (as read, and inside its link message).
             self._buffered += 2 * len(chunk)
             budget[0] += 2 * len(chunk)
-            if self._buffered > MAX_BUFFERED_BYTES:
+            if self._buffered > self.gateway.config.max_soap_in_flight_bytes:
                 raise QuotaExceeded("the gateway is holding too many messages in flight; retry later",
                                     http_status=503)
             parts.append(chunk)

@@ -825,10 +825,10 @@ class Gateway:
                 pipe.abandon()
                 raise ListenerUnavailable(f"the listener failed while sending the response: {exc.reason}") from None
         if rest is None and not no_body:
-            response = web.Response(status=message.status_code, reason=reason, body=b"".join(first))
+            whole = web.Response(status=message.status_code, reason=reason, body=b"".join(first))
             for name, value in headers:
-                response.headers.add(name, value)
-            return response  # aiohttp writes it, and handles a sender that has gone meanwhile itself
+                whole.headers.add(name, value)
+            return whole  # aiohttp writes it, and handles a sender that has gone meanwhile itself
         response = web.StreamResponse(status=message.status_code, reason=reason)
         for name, value in headers:
             response.headers.add(name, value)

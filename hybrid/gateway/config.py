@@ -88,6 +88,9 @@ class GatewayConfig:
     #: failed listen attempts per client address per 10 s before the gateway answers 429; 0 disables the limit
     failed_listen_limit: int = 20
     max_connections: int = 5000
+    #: bytes of SOAP messages all WCF-style calls in flight may hold together (each body counts twice: as read, and
+    #: inside its link message); past it callers get 503 at once
+    max_soap_in_flight_bytes: int = 256 * 1024 * 1024
     redis_url: str | None = None
     node_id: str | None = None
     rules: list[SasRule] = field(default_factory=list)
@@ -243,6 +246,7 @@ _GATEWAY_CHECKS: dict[str, Callable[[Any], Any]] = {
     "ping_interval": _check_seconds(allow_zero=False),
     "failed_listen_limit": _check_int(0, 1_000_000),
     "max_connections": _check_int(1, 1_000_000),
+    "max_soap_in_flight_bytes": _check_int(64 * 1024, 2**40),
     "redis_url": _check_redis_url,
     "node_id": _check_node_id,
 }

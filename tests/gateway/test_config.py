@@ -69,6 +69,7 @@ token_grace = 0
 ping_interval = 15.0
 failed_listen_limit = 0
 max_connections = 100
+max_soap_in_flight_bytes = 1048576
 redis_url = "redis://:hunter2-secret@redis.local:6379/0"
 node_id = "node-a"
 
@@ -109,6 +110,7 @@ def test_full_file_is_read_into_typed_config(tmp_path):
     assert config.request_timeout == 12.0 and isinstance(config.request_timeout, float)
     assert (config.accept_timeout, config.token_grace, config.ping_interval) == (7.5, 0.0, 15.0)
     assert (config.failed_listen_limit, config.max_connections) == (0, 100)
+    assert config.max_soap_in_flight_bytes == 1048576
     assert config.redis_url == "redis://:hunter2-secret@redis.local:6379/0"
     assert config.node_id == "node-a"
     assert config.dynamic is False and config.max_listeners_per_connection == 7
@@ -201,6 +203,13 @@ BAD_CASES = [
     ("[gateway]\nrequest_timeout = 90000\n", "gateway.request_timeout", "at most 86400", True),
     ("[gateway]\nmax_connections = 0\n", "gateway.max_connections", "between 1 and 1000000, got 0", True),
     ("[gateway]\nfailed_listen_limit = -1\n", "gateway.failed_listen_limit", "between 0 and 1000000", True),
+    ("[gateway]\nmax_soap_in_flight_bytes = 65535\n", "gateway.max_soap_in_flight_bytes",
+     "between 65536 and 1099511627776, got 65535", True),
+    ("[gateway]\nmax_soap_in_flight_bytes = 1099511627777\n", "gateway.max_soap_in_flight_bytes", "got 1099511627777",
+     True),
+    ('[gateway]\nmax_soap_in_flight_bytes = "256MiB"\n', "gateway.max_soap_in_flight_bytes", "got string", True),
+    ("[gateway]\nmax_soap_in_flight_bytes = 1.5\n", "gateway.max_soap_in_flight_bytes", "got 1.5", True),
+    ("[gateway]\nmax_soap_in_flight_bytes = true\n", "gateway.max_soap_in_flight_bytes", "got boolean", True),
     ('[gateway]\ndev_tls = "yes"\n', "gateway.dev_tls", "must be true or false, got string", True),
     ('[gateway]\npublic_url = "ftp://x.test/"\n', "gateway.public_url", "must look like", True),
     ('[gateway]\npublic_url = "https://u:p@x.test/"\n', "gateway.public_url", "credentials", True),
