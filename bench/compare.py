@@ -53,9 +53,11 @@ def _started(root: Path, start: Callable[[], T]) -> T:
 class _Side:
     """One version: its gateway and the processes that answer and call through it."""
 
-    def __init__(self, name: str, root: Path, peers_root: Path, workdir: Path, workload: str) -> None:
+    def __init__(self, name: str, root: Path, peers_root: Path, workdir: Path, workload: str, *,
+                 gateway_prefix: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.gw = _started(root, lambda: Gateway.start(workdir / name, log_level="WARNING"))
+        self.gw = _started(root, lambda: Gateway.start(workdir / name, log_level="WARNING", prefix=gateway_prefix,
+                                                       timeout=120 if gateway_prefix else 30))
         self.server = _started(peers_root, lambda: WorkerProc(f"server-{name}", workdir, uvloop=True))
         self.caller: WorkerProc | None = None
         if workload == "soap1":

@@ -70,9 +70,10 @@ class Gateway:
     @classmethod
     def start(cls, workdir: Path, *, uvloop: bool = False, log_level: str = "INFO", max_connections: int = 20000,
               timeout: float = 30.0, cprofile: Path | None = None, config_extra: str = "",
-              extra_args: tuple[str, ...] = ()) -> Gateway:
+              extra_args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Gateway:
         """``config_extra`` is appended to the generated TOML (e.g. ``[[namespace.rules]]`` shared by cluster
-        nodes); ``extra_args`` go to ``wcfrelay gateway`` (e.g. ``--redis URL --node-id n0``)."""
+        nodes); ``extra_args`` go to ``wcfrelay gateway`` (e.g. ``--redis URL --node-id n0``); ``prefix`` runs the
+        interpreter under another program (``bench.instructions`` uses valgrind)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "gateway.toml"
         config.write_text("[gateway]\n"
@@ -85,7 +86,7 @@ class Gateway:
             extra["WCFRELAY_CPROFILE"] = str(cprofile)
         out = open(log_path, "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.launch_gateway", "gateway", "--config", str(config), "--host", "127.0.0.1",
+            [*prefix, sys.executable, "-m", "bench.launch_gateway", "gateway", "--config", str(config), "--host", "127.0.0.1",
              "--port", "0", "--state-dir", str(workdir / "state"), "--log-level", log_level, *extra_args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=py_env(extra))
         out.close()
@@ -308,8 +309,9 @@ class Passthrough:
     port: int
 
     @classmethod
-    def start(cls, upstream: int, *, uvloop: bool = False, timeout: float = 30.0) -> Passthrough:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.passthrough", str(upstream),
+    def start(cls, upstream: int, *, uvloop: bool = False, timeout: float = 30.0,
+              prefix: tuple[str, ...] = ()) -> Passthrough:
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "bench.passthrough", str(upstream),
                                  *(["--uvloop"] if uvloop else [])],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                 cwd=ROOT, env=py_env())

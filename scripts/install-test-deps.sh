@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# What the tests need besides Python packages: Debian's redis-server, haproxy, nginx-light and wrk, and the
+# What the tests need besides Python packages: Debian's redis-server, haproxy, nginx-light, wrk and valgrind
+# (bench.instructions' smoke test), and the
 # official Node client libraries (hyco-ws, hyco-https) pinned by tests/node/package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in redis-server:redis-server haproxy:haproxy nginx:nginx-light wrk:wrk node:nodejs npm:npm; do
+for pair in redis-server:redis-server haproxy:haproxy nginx:nginx-light wrk:wrk node:nodejs npm:npm valgrind:valgrind; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

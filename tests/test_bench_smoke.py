@@ -212,3 +212,33 @@ def test_sched_refuses_a_trace_length_out_of_range() -> None:
     done = subprocess.run([sys.executable, "-m", "bench.sched", "--seconds", "0"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 2 and "--seconds must be above 0" in done.stderr
+
+
+def test_instructions_counts_the_gateway_and_the_passthrough_hop(tmp_path: Path) -> None:
+    """``python -m bench.instructions``: callgrind's count of the instructions per SOAP call of both hops."""
+    out = tmp_path / "ir.json"
+    done = subprocess.run([sys.executable, "-m", "bench.instructions", "--seconds", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300 * TIMEOUT_FACTOR, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for name in ("gateway", "passthrough"):
+        r = result[name]
+        assert r["calls"] > 0 and r["instructions"] > 0
+        assert math.isclose(r["per_call"], r["instructions"] / r["calls"])
+        assert f"{name:12} {r['per_call']:>11,.0f} instructions per call" in done.stdout
+    # The gateway parses, authorizes and frames every call; the passthrough only copies bytes.
+    assert result["gateway"]["per_call"] > result["passthrough"]["per_call"]
+
+
+def test_instructions_without_valgrind_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no valgrind on this PATH
+    done = subprocess.run([sys.executable, "-m", "bench.instructions", "--seconds", "1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and done.stdout.startswith("bench.instructions: valgrind is not installed"), \
+        done.stdout + done.stderr
+
+
+def test_instructions_refuses_a_length_out_of_range() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.instructions", "--seconds", "121"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "--seconds must be above 0" in done.stderr
