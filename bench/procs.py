@@ -86,8 +86,9 @@ class Gateway:
             extra["WCFRELAY_CPROFILE"] = str(cprofile)
         out = open(log_path, "w")
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "bench.launch_gateway", "gateway", "--config", str(config), "--host", "127.0.0.1",
-             "--port", "0", "--state-dir", str(workdir / "state"), "--log-level", log_level, *extra_args],
+            [*prefix, sys.executable, "-m", "bench.launch_gateway", "gateway", "--config", str(config),
+             "--host", "127.0.0.1", "--port", "0", "--state-dir", str(workdir / "state"), "--log-level", log_level,
+             *extra_args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=py_env(extra))
         out.close()
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.gateway_process import TIMEOUT_FACTOR
 from tests.support.raw_listener import RawListener
+from tests.wcfrelay.test_e2e_support import async_wait_for
 
 
 def hdr(gw, entity, **extra):
@@ -231,13 +232,6 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-async def _wait_until(predicate, what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout * TIMEOUT_FACTOR
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def _pending_requests(session: aiohttp.ClientSession, gw) -> int:
     async with session.get(f"{gw.http_base}/$health") as r:
         return (await r.json())["pending"]["requests"]
@@ -278,7 +272,7 @@ async def test_sender_gone_before_a_streamed_response_is_quietly_dropped(gateway
             # A round trip on another connection: the gateway has read the reset by the time it answers this.
             assert await _pending_requests(s, gateway) == 1
             release.set()
-            await _wait_until(lambda: listener.answered, "the listener to finish its answer")
+            await async_wait_for(lambda: listener.answered, what="the listener to finish its answer")
             await _wait_until_async(lambda: _pending_requests(s, gateway), 0, "the request to be forgotten")
             async with s.get(f"{gateway.http_base}/gone1", headers=hdr(gateway, "gone1")) as r:
                 assert r.status == 200 and await r.read() == big
@@ -306,7 +300,7 @@ async def test_sender_gone_in_the_middle_of_a_streamed_response_is_quietly_dropp
             got += chunk
         assert got.startswith(b"HTTP/1.1 200")
         _reset(sock)
-        await _wait_until(lambda: listener.answered, "the listener to finish its answer")
+        await async_wait_for(lambda: listener.answered, what="the listener to finish its answer")
         async with aiohttp.ClientSession() as s:
             await _wait_until_async(lambda: _pending_requests(s, gateway), 0, "the request to be forgotten")
             async with s.get(f"{gateway.http_base}/gone2", headers=hdr(gateway, "gone2")) as r:
