@@ -19,9 +19,10 @@ run: setup
 test-deps:
 	scripts/install-test-deps.sh
 
-# The whole suite on the default Python, then the WCF-style layer again on Python 3.13 (Spyne needs a
-# compatibility measure there), in its own venv.
+# Lint (ruff, rules in pyproject.toml) and type checks, the whole suite on the default Python, then the WCF-style
+# layer again on Python 3.13 (Spyne needs a compatibility measure there), in its own venv.
 test: setup test-deps
+	$(PY) -m ruff check hybrid wcfrelay tests bench samples
 	$(PY) -m mypy hybrid wcfrelay
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	.ci/py313-setup.sh 3.13.0 .venv313
@@ -36,7 +37,7 @@ bench: bench-deps test-deps
 	$(PY) -m bench
 
 lint: setup
-	$(PY) -m ruff check hybrid wcfrelay tests bench
+	$(PY) -m ruff check hybrid wcfrelay tests bench samples
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules

@@ -84,7 +84,7 @@ class Gateway:
         extra = {"WCFRELAY_UVLOOP": "1"} if uvloop else {}
         if cprofile is not None:
             extra["WCFRELAY_CPROFILE"] = str(cprofile)
-        out = open(log_path, "w")
+        out = open(log_path, "w")  # noqa: SIM115 - the child process writes to it; closed once it started
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "bench.launch_gateway", "gateway", "--config", str(config),
              "--host", "127.0.0.1", "--port", "0", "--state-dir", str(workdir / "state"), "--log-level", log_level,
@@ -364,7 +364,7 @@ class WorkerProc:
         self.name = name
         logdir.mkdir(parents=True, exist_ok=True)
         self.log_path = logdir / f"worker-{name}.log"
-        err = open(self.log_path, "a")
+        err = open(self.log_path, "a")  # noqa: SIM115 - handed to the child process, closed right after
         args = [sys.executable, "-m", "bench.worker", "--name", name] + (["--uvloop"] if uvloop else [])
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                                      cwd=ROOT, env=py_env(), bufsize=1)

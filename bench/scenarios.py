@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from bench.common import cpu_seconds, mem_kib, reset_peak_rss, tree_cpu_seconds
 from bench.modes import MiB, Mode
@@ -539,7 +539,7 @@ class _PeakSampler:
             self.peak = max(self.peak, total)
             self._stop.wait(0.02)
 
-    def __enter__(self) -> _PeakSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -57,10 +58,8 @@ async def _connect(url: str, headers: dict[str, str] | None = None, **extra: Any
 
 
 def _abort(ws: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # already gone
         ws.transport.abort()
-    except Exception:  # noqa: BLE001 - already gone
-        pass
 
 
 # ---- the bench's own protocol-level listener ---------------------------------------------------------------------

@@ -19,17 +19,17 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 from .errors import AuthenticationError, AuthorizationError, ConfigError
 
 __all__ = [
+    "MAX_TOKEN_LENGTH",
+    "ConnectionString",
     "Right",
     "SasRule",
     "SasToken",
+    "audience_covers",
+    "audience_path",
     "build_token",
+    "generate_key",
     "parse_token",
     "verify_signature",
-    "audience_path",
-    "audience_covers",
-    "generate_key",
-    "ConnectionString",
-    "MAX_TOKEN_LENGTH",
 ]
 
 #: A real token is a few hundred bytes; anything far past that is hostile.
@@ -46,7 +46,7 @@ class Right(enum.Flag):
     MANAGE = enum.auto()
 
     @classmethod
-    def parse(cls, names: list[str] | tuple[str, ...]) -> "Right":
+    def parse(cls, names: list[str] | tuple[str, ...]) -> Right:
         result = cls.NONE
         for name in names:
             try:
@@ -55,7 +55,7 @@ class Right(enum.Flag):
                 raise ConfigError(f"unknown right {name!r}: expected Listen, Send or Manage") from None
         return result
 
-    def effective(self) -> "Right":
+    def effective(self) -> Right:
         return self | Right.LISTEN | Right.SEND if Right.MANAGE in self else self
 
     def names(self) -> list[str]:
@@ -100,7 +100,7 @@ class SasToken:
 
 
 def _sign(key: str, resource_raw: str, expiry_raw: str) -> bytes:
-    message = f"{resource_raw}\n{expiry_raw}".encode("utf-8")
+    message = f"{resource_raw}\n{expiry_raw}".encode()
     return hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
 
 
@@ -230,7 +230,7 @@ class ConnectionString:
     shared_access_signature: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "ConnectionString":
+    def parse(cls, text: str) -> ConnectionString:
         values: dict[str, str] = {}
         for part in text.strip().split(";"):
             if not part.strip():

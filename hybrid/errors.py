@@ -23,21 +23,21 @@ from __future__ import annotations
 import json
 
 __all__ = [
-    "RelayError",
-    "ProtocolError",
     "AuthenticationError",
     "AuthorizationError",
-    "EndpointNotFound",
-    "QuotaExceeded",
     "BadRequest",
-    "ListenerUnavailable",
-    "RelayTimeout",
-    "RendezvousExpired",
     "ConfigError",
     "ConnectionClosed",
-    "PayloadTooLarge",
+    "EndpointNotFound",
     "FramingError",
+    "ListenerUnavailable",
     "NodeUnreachable",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "QuotaExceeded",
+    "RelayError",
+    "RelayTimeout",
+    "RendezvousExpired",
 ]
 
 

@@ -18,7 +18,7 @@ from tests.support.raw_listener import RawListener
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wcfrelay", *args], capture_output=True, text=True,
-                          timeout=timeout * TIMEOUT_FACTOR)
+                          timeout=timeout * TIMEOUT_FACTOR, check=False)
 
 
 def test_port_zero_prints_the_real_port_and_restarts_keep_the_key(tmp_path):

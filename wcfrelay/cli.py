@@ -10,7 +10,7 @@ import time
 from hybrid.auth import ConnectionString, build_token
 from hybrid.errors import ConfigError, RelayError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_gateway_parser(sub: argparse._SubParsersAction) -> None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import logging
+import os
 import random
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
@@ -42,15 +43,14 @@ from hybrid.errors import (
 from hybrid.gateway.app import Gateway
 from hybrid.gateway.wsconn import GatewaySocket, upgrade
 from hybrid.protocol import frames as fr
-from hybrid.protocol import http1
+from hybrid.protocol import http1, urls
 from hybrid.protocol import messages as msgs
-from hybrid.protocol import urls
 from hybrid.protocol.handshake import check_upgrade, handshake_headers
 
 from . import link as lk
 from .soap import SoapVersion, extract_relay_token, relay_error_fault
 
-__all__ = ["WcfRelayExtension", "RelayEndpoint"]
+__all__ = ["RelayEndpoint", "WcfRelayExtension"]
 
 log = logging.getLogger("wcfrelay.gateway")
 
@@ -94,7 +94,7 @@ class Conflict(RelayError):
 class Link:
     """One service host's link for one endpoint."""
 
-    endpoint: "RelayEndpoint"
+    endpoint: RelayEndpoint
     sock: GatewaySocket | None  # None until its 101 has been sent
     client: str
     token_expiry: float
@@ -133,7 +133,7 @@ class FrontCall:
     and answered in callbacks, with the same rules as the aiohttp path (they share ``check_caller``,
     ``build_call``, ``reply_parts`` and ``fault_parts``). Its body is at most the front end's inline limit."""
 
-    def __init__(self, ext: "WcfRelayExtension", endpoint: RelayEndpoint, suffix: str,
+    def __init__(self, ext: WcfRelayExtension, endpoint: RelayEndpoint, suffix: str,
                  head: http1.RequestHead) -> None:
         self.ext = ext
         self.endpoint = endpoint
@@ -541,7 +541,7 @@ class WcfRelayExtension:
         return [(name, value) for name, value in msgs.response_headers_for_sender(message.headers, via=f"1.1 {host}")
                 if name.lower() != "via"]
 
-    def front_call(self, head: http1.RequestHead) -> "FrontCall | None":
+    def front_call(self, head: http1.RequestHead) -> FrontCall | None:
         """A call the gateway's front end can carry by itself, without aiohttp: request/reply or one-way to a host
         of this node, on a single node. Anything else (multicast, cluster, no host yet) stays on the aiohttp
         path, which also answers the errors."""
@@ -617,7 +617,7 @@ class WcfRelayExtension:
             await link.sock.drain()
             async with asyncio.timeout(self.gateway.config.request_timeout):
                 return await fut
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RelayTimeout("the service did not respond in the required time") from None
         except (ConnectionClosed, ListenerUnavailable):
             raise ListenerUnavailable("the service host disconnected during the call") from None
@@ -625,7 +625,7 @@ class WcfRelayExtension:
             link.pending.pop(call.id, None)
 
     async def _multicast(self, endpoint: RelayEndpoint, call: lk.Call, frame: bytes,
-                         forward: "_Forward") -> web.Response:
+                         forward: _Forward) -> web.Response:
         links = [lnk for lnk in endpoint.links if lnk.usable]
         if not links and not forward.remote:
             raise ListenerUnavailable(f"no service is listening on '{endpoint.path}'")
@@ -633,7 +633,7 @@ class WcfRelayExtension:
         async def one(link: Link) -> int:
             try:
                 message, _ = await asyncio.wait_for(self._exchange(link, call, frame), MULTICAST_ACK_TIMEOUT)
-            except (RelayError, asyncio.TimeoutError):
+            except (TimeoutError, RelayError):
                 return 0
             return 1 if isinstance(message, lk.Ack) else 0  # a fault reply means the host refused it
 
@@ -672,7 +672,7 @@ class WcfRelayExtension:
         except RelayError:
             raise AuthorizationError("forwarded call without a valid node token") from None
 
-    async def _forward(self, forward: "_Forward", node_url: str) -> web.Response:
+    async def _forward(self, forward: _Forward, node_url: str) -> web.Response:
         """Send a call, already authorized here, to another node that has a host for it."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
@@ -691,7 +691,7 @@ class WcfRelayExtension:
                     if name.lower() not in msgs.HOP_BY_HOP and name.lower() not in ("date", "server"):
                         out.headers.add(name, value)
                 return out
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ListenerUnavailable(f"the node hosting this service is unreachable ({exc.__class__.__name__})") \
                 from None
 
@@ -704,7 +704,7 @@ class WcfRelayExtension:
         """Atom feed of public endpoints (ServiceRegistrySettings, spec wcf-relay §1.4)."""
         scheme = "https" if request.secure else "http"
         base = (self.gateway.config.public_url or f"{scheme}://{request.host}").rstrip("/")
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         feed = etree.Element(f"{{{ATOM_NS}}}feed", nsmap={None: ATOM_NS})
         etree.SubElement(feed, f"{{{ATOM_NS}}}title").text = "Publicly Listed Services"
         etree.SubElement(feed, f"{{{ATOM_NS}}}id").text = base + "/"
@@ -723,7 +723,7 @@ class WcfRelayExtension:
             etree.SubElement(entry, f"{{{ATOM_NS}}}id").text = address
             etree.SubElement(entry, f"{{{ATOM_NS}}}title").text = reg.display_name or endpoint.path.split("/")[-1]
             etree.SubElement(entry, f"{{{ATOM_NS}}}updated").text = datetime.fromtimestamp(
-                endpoint.created, timezone.utc).isoformat()
+                endpoint.created, UTC).isoformat()
             etree.SubElement(entry, f"{{{ATOM_NS}}}link", rel="alternate", href=address)
             etree.SubElement(entry, f"{{{ATOM_NS}}}category", term=reg.binding.value)
         body = etree.tostring(feed, xml_declaration=True, encoding="utf-8")

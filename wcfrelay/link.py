@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -34,21 +35,21 @@ from hybrid.errors import BadRequest, PayloadTooLarge, ProtocolError
 from hybrid.protocol.messages import json_bytes
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE",
     "LINK_PREFIX",
-    "Binding",
-    "ClientAuth",
-    "Discovery",
-    "Registration",
-    "Call",
-    "Reply",
-    "Ack",
-    "RenewToken",
-    "LinkError",
-    "encode",
-    "decode",
     "MAX_HEADER",
     "ONEWAY_MAX_MESSAGE",
-    "DEFAULT_MAX_MESSAGE",
+    "Ack",
+    "Binding",
+    "Call",
+    "ClientAuth",
+    "Discovery",
+    "LinkError",
+    "Registration",
+    "RenewToken",
+    "Reply",
+    "decode",
+    "encode",
 ]
 
 LINK_PREFIX = "/$wcf/"
@@ -116,7 +117,7 @@ class Registration:
         return urlencode(params)
 
     @classmethod
-    def from_query(cls, raw_query: str) -> "Registration":
+    def from_query(cls, raw_query: str) -> Registration:
         values: dict[str, str] = {}
         for name, value in parse_qsl(raw_query, keep_blank_values=True):
             if name in values:
@@ -124,7 +125,7 @@ class Registration:
             values[name] = value
         unknown = set(values) - {"binding", "clientAuth", "discovery", "displayName", "maxMessage"}
         if unknown:
-            raise BadRequest(f"unknown link parameter '{sorted(unknown)[0][:40]}'")
+            raise BadRequest(f"unknown link parameter '{min(unknown)[:40]}'")
         try:
             binding = Binding(values.get("binding", ""))
         except ValueError:

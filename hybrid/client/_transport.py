@@ -14,12 +14,11 @@ from websockets.protocol import State
 
 from ..entropy import random_bytes
 from ..protocol import frames as fr
-
 from .status import translate_connect_error
 
 
-async def shut_down(ws: ClientConnection | None, reason: str, run_task: "asyncio.Task[Any] | None",
-                    tasks: "set[asyncio.Task[Any]]") -> None:
+async def shut_down(ws: ClientConnection | None, reason: str, run_task: asyncio.Task[Any] | None,
+                    tasks: set[asyncio.Task[Any]]) -> None:
     """Close a channel politely (at most 10 s), then stop its run loop and the tasks it started.
 
     Shared by the SDK listener and the WCF-style service host, whose channels end the same way.
@@ -37,7 +36,7 @@ async def shut_down(ws: ClientConnection | None, reason: str, run_task: "asyncio
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
 
-__all__ = ["USER_AGENT", "open_websocket", "send_message_pair", "send_binary"]
+__all__ = ["USER_AGENT", "open_websocket", "send_binary", "send_message_pair"]
 
 #: Bytes waiting in a control channel's transport above which a sender waits for them to drain.
 DRAIN_ABOVE = 256 * 1024

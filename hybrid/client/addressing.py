@@ -218,12 +218,12 @@ def split_accept_address(address: str, entity: str) -> tuple[str, str, str]:
 
 def resolve_endpoint(
     address: str | ConnectionString,
-    token_provider: "TokenProvider | None",
+    token_provider: TokenProvider | None,
     *,
     entity_path: str | None,
     tls: bool | None,
     scheme: str | None,
-) -> "tuple[RelayAddress, TokenProvider | None]":
+) -> tuple[RelayAddress, TokenProvider | None]:
     """Where a listener or sender connects, and with which tokens: a connection string brings its own key
     (unless a token provider is given), a plain address uses the provider it comes with."""
     from .tokens import token_provider_from_connection_string

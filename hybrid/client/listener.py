@@ -35,7 +35,7 @@ from ..protocol.messages import (
     encode,
     parse_message,
 )
-from ._transport import send_message_pair, open_websocket, shut_down
+from ._transport import open_websocket, send_message_pair, shut_down
 from .addressing import new_tracking_id, reject_url, resolve_endpoint, split_accept_address
 from .connection import RelayedConnection, _closed_error
 from .http import (

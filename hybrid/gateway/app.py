@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import logging
+import os
 import random
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
@@ -48,6 +49,7 @@ from .config import GatewayConfig
 from .directory import Directory, ListenerRef, LocalState, RedisDirectory
 from .namespace import Entity, Namespace
 from .relay import (
+    RESPONSE_TIMEOUT,
     SENDER_GONE,
     Accepted,
     BodyPipe,
@@ -55,16 +57,15 @@ from .relay import (
     PendingAccept,
     PendingRequest,
     Rejected,
-    RESPONSE_TIMEOUT,
     new_tracking_id,
 )
 from .wsconn import BDATA, BEND, BSTART, CLOSED, SOCKETS_KEY, TEXT, GatewaySocket, upgrade
 
-__all__ = ["Gateway", "GATEWAY_KEY", "Extension"]
+__all__ = ["GATEWAY_KEY", "Extension", "Gateway"]
 
 log = logging.getLogger("hybrid.gateway")
 
-GATEWAY_KEY: web.AppKey["Gateway"] = web.AppKey("gateway")
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 #: How many listeners a sender is offered to when the chosen one's node turns out to be gone.
 DELIVERY_ATTEMPTS = 3
 #: Chunk size when streaming a request body to a listener.
@@ -95,7 +96,7 @@ def error_response(exc: RelayError, *, extra_headers: dict[str, str] | None = No
 class ListenerChannel:
     """One listener's control channel."""
 
-    def __init__(self, gateway: "Gateway", entity: Entity, sock: GatewaySocket, *, client_id: str, scheme: str,
+    def __init__(self, gateway: Gateway, entity: Entity, sock: GatewaySocket, *, client_id: str, scheme: str,
                  authority: str, token_expiry: float) -> None:
         self.gateway = gateway
         self.entity = entity
@@ -149,7 +150,7 @@ class ListenerReader:
     socket stops reading while the pipe is full.
     """
 
-    def __init__(self, gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
+    def __init__(self, gateway: Gateway, sock: GatewaySocket, channel: ListenerChannel | None,
                  rendezvous_for: str | None = None) -> None:
         self.gateway = gateway
         self.sock = sock
@@ -227,7 +228,7 @@ def _fail(target: tuple[PendingRequest | None, msgs.Response], error: RelayError
         pending.fail(error)
 
 
-def handle_listener_message(gateway: "Gateway", sock: GatewaySocket, channel: ListenerChannel | None,
+def handle_listener_message(gateway: Gateway, sock: GatewaySocket, channel: ListenerChannel | None,
                             text: bytes, rendezvous_for: str | None = None
                             ) -> tuple[PendingRequest | None, msgs.Response] | None:
     """Act on one control message; returns the response whose body comes next, if any.
@@ -335,7 +336,7 @@ class Gateway:
         return LocalState(
             listeners=[(c.entity.name, cid) for cid, c in self.channels_by_id.items()],
             entities=[e.name for e in self.namespace.entities() if not e.declared],
-            links=[link for ext in self.extensions for link in getattr(ext, "local_links", lambda: [])()],
+            links=[link for ext in self.extensions for link in getattr(ext, "local_links", list)()],
         )
 
     def health(self) -> dict[str, Any]:
@@ -346,7 +347,7 @@ class Gateway:
             "sockets": self.sockets,
             "pending": {"accepts": len(self.pending_accepts), "requests": len(self.pending_requests)},
             "front_end": {"connections": len(self.front_ends), **self.front_stats},
-            **{k: v for ext in self.extensions for k, v in getattr(ext, "health", lambda: {})().items()},
+            **{k: v for ext in self.extensions for k, v in getattr(ext, "health", dict)().items()},
         }
 
     async def _say_goodbye(self, app: web.Application) -> None:
@@ -421,9 +422,9 @@ class Gateway:
                     f"'{entity.name}' already has {entity.max_listeners} listeners, the most it allows")
             self._check_capacity()
             key = check_upgrade(request.method, request.headers)
-        except (AuthenticationError, EndpointNotFound, BadRequest) as exc:
+        except (AuthenticationError, EndpointNotFound, BadRequest):
             self.failed_listens.record(client)
-            raise exc
+            raise
         expiry = parse_token(token).expiry if token else time.time() + 3600
         scheme, authority = self._public_authority(request)
         channel_id = uuid.uuid4().hex

@@ -33,8 +33,8 @@ __all__ = [
     "apply_overrides",
     "ensure_dev_rules",
     "load_config",
-    "validate_hc_name",
     "toml_type_name",
+    "validate_hc_name",
 ]
 
 ROOT_RULE_NAME = "RootManageSharedAccessKey"

@@ -25,10 +25,11 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-__all__ = ["ListenerRef", "Directory", "LocalDirectory", "RedisDirectory", "NODE_TTL", "LocalState"]
+__all__ = ["NODE_TTL", "Directory", "ListenerRef", "LocalDirectory", "LocalState", "RedisDirectory"]
 
 log = logging.getLogger("hybrid.gateway.directory")
 
@@ -113,7 +114,7 @@ class Directory:
 
     def suspect(self, node: str) -> None:
         """A message to ``node`` reached nobody: route around it until its heartbeat has had time to expire."""
-        return None
+        return
 
     def status(self) -> dict[str, Any]:
         return {"node": self.node_id, "directory": "local", "redis": "off"}
@@ -165,12 +166,13 @@ class RedisDirectory(Directory):
             try:
                 await self._forget_node(self.node_id)
                 await self._redis.hdel(self.p + "nodes", self.node_id)
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out; the node's keys expire anyway
+                log.debug("could not remove node %s from the directory on close (%s)", self.node_id,
+                          type(exc).__name__)
         try:
             await self._redis.aclose()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001
+            log.debug("closing the redis connection failed (%s)", type(exc).__name__)
 
     async def _connect(self) -> None:
         """(Re-)register this node and everything it serves."""

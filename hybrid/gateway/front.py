@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ListenerUnavailable, RelayError, RelayTimeout
-from ..protocol import http1
+from ..protocol import http1, urls
 from ..protocol import messages as msgs
-from ..protocol import urls
 from .relay import RESPONSE_TIMEOUT, SENDER_GONE, BodyPipe, PendingRequest
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ IDLE, BODY, WAITING, STREAMING, DONE = range(5)
 class HttpFrontEnd(asyncio.Protocol):
     """One client connection, until it is closed or handed over to aiohttp."""
 
-    def __init__(self, gateway: "Gateway", fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, gateway: Gateway, fallback: Callable[[], asyncio.Protocol]) -> None:
         self.gateway = gateway
         self._fallback = fallback
         self._loop = asyncio.get_running_loop()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..auth import Right, SasRule, check_token, parse_token
 from ..errors import AuthenticationError, BadRequest, EndpointNotFound, QuotaExceeded
@@ -19,7 +20,7 @@ from ..errors import AuthenticationError, BadRequest, EndpointNotFound, QuotaExc
 if TYPE_CHECKING:
     from .config import GatewayConfig
 
-__all__ = ["Entity", "Namespace", "MAX_ENTITIES"]
+__all__ = ["MAX_ENTITIES", "Entity", "Namespace"]
 
 MAX_ENTITIES = 10_000
 #: Tolerated clock difference when a token is presented (renewal has its own, longer grace).
@@ -41,7 +42,7 @@ class Entity:
 
 
 class Namespace:
-    def __init__(self, config: "GatewayConfig",
+    def __init__(self, config: GatewayConfig,
                  cluster_entities: Callable[[], frozenset[str]] = frozenset) -> None:
         self.config = config
         #: names other nodes created dynamically (a cluster shares one namespace)

@@ -6,14 +6,22 @@ import asyncio
 import collections
 import re
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from ..entropy import random_bytes
 from ..errors import ConnectionClosed, RelayError
 
-__all__ = ["BodyPipe", "PendingAccept", "PendingRequest", "Accepted", "Rejected", "new_tracking_id",
-           "FailureLimiter"]
+__all__ = [
+    "Accepted",
+    "BodyPipe",
+    "FailureLimiter",
+    "PendingAccept",
+    "PendingRequest",
+    "Rejected",
+    "new_tracking_id",
+]
 
 #: what the log says when a sender leaves before its response has been written (an everyday event, not an error)
 SENDER_GONE = "the sender went away before its response was complete"
@@ -126,8 +134,18 @@ class PendingRequest:
     ``response`` future (the aiohttp path awaits it). Futures are made only when somebody asks for them.
     """
 
-    __slots__ = ("id", "entity", "channel", "head", "expires", "on_response", "rendezvous_used", "done",
-                 "_response", "_rendezvous")
+    __slots__ = (
+        "_rendezvous",
+        "_response",
+        "channel",
+        "done",
+        "entity",
+        "expires",
+        "head",
+        "id",
+        "on_response",
+        "rendezvous_used",
+    )
 
     def __init__(self, id: str, entity: str, channel: Any, head: Any, expires: float,
                  on_response: Callable[[tuple[Any, Any] | None, RelayError | None], None] | None = None) -> None:

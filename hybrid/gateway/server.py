@@ -8,17 +8,18 @@ import logging
 import signal
 import ssl
 import sys
-from typing import Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from aiohttp import web
 
-from .app import Extension, Gateway
-from .front import HttpFrontEnd
 from ..errors import ConfigError
+from .app import Extension, Gateway
 from .config import GatewayConfig
+from .front import HttpFrontEnd
 from .tls import ensure_dev_certificate, server_ssl_context
 
-__all__ = ["run_gateway", "serve", "connection_strings", "is_loopback"]
+__all__ = ["connection_strings", "is_loopback", "run_gateway", "serve"]
 
 log = logging.getLogger("hybrid.gateway")
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -26,7 +27,7 @@ from ..errors import ConnectionClosed, PayloadTooLarge, RelayError
 from ..protocol import frames as fr
 from ..protocol.messages import MAX_CONTROL_MESSAGE
 
-__all__ = ["GatewaySocket", "TEXT", "BSTART", "BDATA", "BEND", "CLOSED", "upgrade", "SOCKETS_KEY"]
+__all__ = ["BDATA", "BEND", "BSTART", "CLOSED", "SOCKETS_KEY", "TEXT", "GatewaySocket", "upgrade"]
 
 log = logging.getLogger("hybrid.gateway.ws")
 
@@ -34,7 +35,7 @@ log = logging.getLogger("hybrid.gateway.ws")
 TEXT, BSTART, BDATA, BEND, CLOSED = "text", "bstart", "bdata", "bend", "closed"
 
 #: Every open gateway socket of an application, so shutdown can say goodbye (a WeakSet).
-SOCKETS_KEY: web.AppKey["weakref.WeakSet[GatewaySocket]"] = web.AppKey("gateway_sockets")
+SOCKETS_KEY: web.AppKey[weakref.WeakSet[GatewaySocket]] = web.AppKey("gateway_sockets")
 
 #: How long a close handshake may take before the connection is dropped.
 CLOSE_TIMEOUT = 5.0
@@ -109,7 +110,7 @@ class GatewaySocket:
             self.done.set_result(None)
 
     # ---- relay mode ----------------------------------------------------------------------------------------------
-    def pair(self, other: "GatewaySocket") -> None:
+    def pair(self, other: GatewaySocket) -> None:
         """Relay frames both ways between two sockets from now on."""
         self.peer = other
         other.peer = self
@@ -154,7 +155,7 @@ class GatewaySocket:
             # Pings and pongs travel end to end: the parties see each other's liveness, not the gateway's.
             peer._transport.write(fr.encode_frame(opcode, payload))
 
-    async def _resume_after(self, peer: "GatewaySocket") -> None:
+    async def _resume_after(self, peer: GatewaySocket) -> None:
         try:
             await peer.drain()
         except ConnectionClosed:
@@ -317,7 +318,7 @@ class GatewaySocket:
         self.send_close(code, reason)
         try:
             await asyncio.wait_for(asyncio.shield(self.done), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.abort()
 
     def close_later(self, delay: float = CLOSE_TIMEOUT) -> None:

@@ -12,7 +12,6 @@ negotiated on gateway sockets (spec §2.6), so RSV bits must be zero.
 from __future__ import annotations
 
 import struct
-from typing import Union
 
 from ..errors import FramingError, PayloadTooLarge
 
@@ -22,22 +21,22 @@ except ImportError:  # pragma: no cover - pure-Python fallback
     _apply_mask = None  # type: ignore[assignment]
 
 __all__ = [
-    "OP_CONT",
-    "OP_TEXT",
-    "OP_BINARY",
-    "OP_CLOSE",
-    "OP_PING",
-    "OP_PONG",
-    "HEADER",
+    "CONTROL",
     "DATA",
     "END",
-    "CONTROL",
+    "HEADER",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONT",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
     "FrameParser",
-    "frame_header",
-    "encode_frame",
-    "encode_close",
-    "parse_close",
     "apply_mask",
+    "encode_close",
+    "encode_frame",
+    "frame_header",
+    "parse_close",
 ]
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -51,7 +50,7 @@ DATA = 2  # (DATA, payload chunk: bytes)
 END = 3  # (END, fin: bool)
 CONTROL = 4  # (CONTROL, opcode: int, payload: bytes)
 
-Event = Union[tuple[int, bool, int, int], tuple[int, bytes], tuple[int, bool], tuple[int, int, bytes]]
+Event = tuple[int, bool, int, int] | tuple[int, bytes] | tuple[int, bool] | tuple[int, int, bytes]
 
 
 def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
@@ -71,8 +70,18 @@ class FrameParser:
     while one is open, control frames unfragmented and ≤ 125 bytes.
     """
 
-    __slots__ = ("_buf", "_remaining", "_mask", "_offset", "_in_message", "_fin", "_require_mask", "_max_frame",
-                 "_control_op", "_control_buf")
+    __slots__ = (
+        "_buf",
+        "_control_buf",
+        "_control_op",
+        "_fin",
+        "_in_message",
+        "_mask",
+        "_max_frame",
+        "_offset",
+        "_remaining",
+        "_require_mask",
+    )
 
     def __init__(self, *, require_mask: bool = True, max_frame: int = 0) -> None:
         self._buf = b""  # partial header bytes only

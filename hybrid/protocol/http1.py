@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Iterable
 
 from multidict import CIMultiDict
 
-__all__ = ["RequestHead", "parse_request_head", "encode_response_head", "MAX_HEAD", "MAX_HEADERS", "http_date"]
+__all__ = ["MAX_HEAD", "MAX_HEADERS", "RequestHead", "encode_response_head", "http_date", "parse_request_head"]
 
 #: Longest head the front end parses; a longer one goes to aiohttp, whose own limits refuse it clearly.
 MAX_HEAD = 32 * 1024

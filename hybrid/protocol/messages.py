@@ -9,30 +9,31 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 
 from ..errors import PayloadTooLarge, ProtocolError
 
 __all__ = [
-    "MAX_CONTROL_MESSAGE",
+    "HOP_BY_HOP",
     "INLINE_BODY_LIMIT",
-    "RemoteEndpoint",
+    "MAX_CONTROL_MESSAGE",
     "Accept",
+    "RemoteEndpoint",
+    "RenewToken",
     "Request",
     "Response",
-    "RenewToken",
     "Unknown",
-    "parse_message",
     "encode",
     "encode_bytes",
+    "join_headers",
     "json_bytes",
-    "HOP_BY_HOP",
+    "parse_message",
     "request_headers_for_listener",
     "response_headers_for_sender",
-    "join_headers",
     "wire_text",
 ]
 
@@ -357,9 +358,9 @@ def response_headers_for_sender(headers: Mapping[str, str], *, via: str) -> list
 
 
 def _append_via(headers: dict[str, str], via: str) -> None:
-    for k in headers:
+    for k, v in headers.items():
         if k.lower() == "via":
-            headers[k] = headers[k] + ", " + via
+            headers[k] = v + ", " + via
             return
     headers["Via"] = via
 

@@ -7,23 +7,23 @@
 from __future__ import annotations
 
 import enum
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import quote, unquote_plus
 
 from ..errors import BadRequest
 
 __all__ = [
-    "Action",
     "HC_PREFIX",
-    "QUERY_PREFIX",
-    "parse_query",
-    "filter_query",
-    "split_entity",
-    "TokenCarrier",
-    "extract_token",
-    "build_rendezvous_address",
-    "reject_parameters",
     "MAX_URL_LENGTH",
+    "QUERY_PREFIX",
+    "Action",
+    "TokenCarrier",
+    "build_rendezvous_address",
+    "extract_token",
+    "filter_query",
+    "parse_query",
+    "reject_parameters",
+    "split_entity",
 ]
 
 HC_PREFIX = "$hc"

@@ -24,9 +24,8 @@ async def wait_until(predicate, timeout=15.0):
 
 
 async def health(node) -> dict:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{node.http_base}/$health") as r:
-            return await r.json()
+    async with aiohttp.ClientSession() as s, s.get(f"{node.http_base}/$health") as r:
+        return await r.json()
 
 
 async def sees_listener(node, entity) -> bool:

@@ -74,7 +74,8 @@ def test_multicast_reaches_hosts_on_every_node(cluster):
                        protocol="soap12") for i in range(3)]
     try:
         for sender in range(3):  # each node learns of the others on its own heartbeat
-            wait_for(lambda: notify(cluster.nodes[sender], "events", "probe").headers.get("X-Relay-Receivers") == "3",
+            node = cluster.nodes[sender]
+            wait_for(lambda node=node: notify(node, "events", "probe").headers.get("X-Relay-Receivers") == "3",
                      what=f"all three hosts reachable from node {sender}")
         for sender in range(3):
             response = notify(cluster.nodes[sender], "events", f"from-{sender}")

@@ -70,10 +70,9 @@ async def test_senders_refuse_bad_tokens_in_every_carrier(gateway, case, carrier
         with pytest.raises(websockets.InvalidStatus) as info:
             await websockets.connect(url_ws, additional_headers=headers)
         assert info.value.response.status_code == status
-        async with aiohttp.ClientSession() as s:
-            async with s.get(url_http, headers=headers) as r:
-                assert r.status == status
-                assert (await r.json())["error"]["message"]
+        async with aiohttp.ClientSession() as s, s.get(url_http, headers=headers) as r:
+            assert r.status == status
+            assert (await r.json())["error"]["message"]
 
 
 async def test_send_only_rule_cannot_listen_and_listen_only_rule_cannot_send(gateway_factory, tmp_path):
@@ -104,10 +103,9 @@ async def test_unknown_hybrid_connection_is_404(gateway):
         await websockets.connect(gateway.connect_url("never-created"),
                                  additional_headers={"ServiceBusAuthorization": gateway.token("never-created")})
     assert info.value.response.status_code == 404
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{gateway.http_base}/never-created",
-                         headers={"ServiceBusAuthorization": gateway.token("never-created")}) as r:
-            assert r.status == 404
+    async with aiohttp.ClientSession() as s, s.get(f"{gateway.http_base}/never-created",
+                     headers={"ServiceBusAuthorization": gateway.token("never-created")}) as r:
+        assert r.status == 404
 
 
 async def test_declared_only_namespace_refuses_unknown_listen_with_404(gateway_factory, tmp_path):
@@ -296,8 +294,8 @@ async def test_gateway_pings_idle_listeners(gateway_factory, tmp_path):
     b"GET /$hc/x?sb-hc-action=listen HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 70000 + b"\r\n\r\n",
     b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     b"\x16\x03\x01\x02\x00garbage-tls-hello\r\n\r\n",
-    b"GET /$hc/x?sb-hc-action=listen HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n",
+    (b"GET /$hc/x?sb-hc-action=listen HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"),
 ])
 async def test_malformed_http_gets_4xx_not_a_crash(gateway, request_bytes):
     with socket.create_connection((gateway.host, gateway.port), timeout=10 * TIMEOUT_FACTOR) as sock:
@@ -328,24 +326,22 @@ async def test_requests_in_flight_are_capped_with_503(gateway_factory, tmp_path)
         await release.wait()
         return 200, {}, b"late"
 
-    async with RawListener(gw.listen_url("cap"), gw.token("cap"), http=hang):
-        async with aiohttp.ClientSession() as s:
-            headers = {"ServiceBusAuthorization": gw.token("cap")}
-            held = [asyncio.create_task(s.get(f"{gw.http_base}/cap/{i}", headers=headers)) for i in range(3)]
-            await asyncio.wait_for(entered.wait(), 10 * TIMEOUT_FACTOR)
-            for _ in range(100):  # until all three are pending at the gateway
-                async with aiohttp.ClientSession() as probe:
-                    async with probe.get(f"{gw.http_base}/$health") as r:
-                        if (await r.json())["pending"]["requests"] == 3:
-                            break
-                await asyncio.sleep(0.05)
-            async with s.get(f"{gw.http_base}/cap/x", headers=headers) as r:
-                assert r.status == 503
-            release.set()
-            for task in held:
-                response = await asyncio.wait_for(task, 10 * TIMEOUT_FACTOR)
-                assert response.status == 200
-                response.release()
+    async with RawListener(gw.listen_url("cap"), gw.token("cap"), http=hang), aiohttp.ClientSession() as s:
+        headers = {"ServiceBusAuthorization": gw.token("cap")}
+        held = [asyncio.create_task(s.get(f"{gw.http_base}/cap/{i}", headers=headers)) for i in range(3)]
+        await asyncio.wait_for(entered.wait(), 10 * TIMEOUT_FACTOR)
+        for _ in range(100):  # until all three are pending at the gateway
+            async with aiohttp.ClientSession() as probe, probe.get(f"{gw.http_base}/$health") as r:
+                if (await r.json())["pending"]["requests"] == 3:
+                    break
+            await asyncio.sleep(0.05)
+        async with s.get(f"{gw.http_base}/cap/x", headers=headers) as r:
+            assert r.status == 503
+        release.set()
+        for task in held:
+            response = await asyncio.wait_for(task, 10 * TIMEOUT_FACTOR)
+            assert response.status == 200
+            response.release()
 
 
 async def test_a_rendezvous_cannot_answer_for_another_request(gateway):

@@ -141,7 +141,7 @@ async def test_a_client_that_leaves_before_the_response_harms_nobody(gateway):
         return 200, {}, b"late"
 
     async with RawListener(gateway.listen_url("gone"), gateway.token("gone"), http=slow):
-        reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+        _, writer = await asyncio.open_connection(gateway.host, gateway.port)
         writer.write(request(gateway, "gone"))
         await writer.drain()
         writer.transport.abort()

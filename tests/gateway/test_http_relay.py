@@ -96,12 +96,11 @@ async def test_large_response_over_listener_rendezvous(gateway):
 
 
 async def test_head_gets_no_body_even_if_listener_sends_one(gateway):
-    async with RawListener(gateway.listen_url("hd"), gateway.token("hd")):
-        async with aiohttp.ClientSession() as s:
-            async with s.head(f"{gateway.http_base}/hd", headers=hdr(gateway, "hd")) as r:
-                assert r.status == 200
-                assert r.headers["X-Method"] == "HEAD"
-                assert await r.read() == b""
+    async with RawListener(gateway.listen_url("hd"), gateway.token("hd")), aiohttp.ClientSession() as s:
+        async with s.head(f"{gateway.http_base}/hd", headers=hdr(gateway, "hd")) as r:
+            assert r.status == 200
+            assert r.headers["X-Method"] == "HEAD"
+            assert await r.read() == b""
 
 
 async def test_status_description_becomes_reason_phrase_without_crlf(gateway):
@@ -130,20 +129,18 @@ async def test_status_description_becomes_reason_phrase_without_crlf(gateway):
 
 
 async def test_expect_100_continue(gateway):
-    async with RawListener(gateway.listen_url("ex"), gateway.token("ex")):
-        async with aiohttp.ClientSession() as s:
-            async with s.post(f"{gateway.http_base}/ex", data=b"hello", expect100=True,
-                              headers=hdr(gateway, "ex")) as r:
-                assert r.status == 200 and await r.read() == b"echo:hello"
+    async with RawListener(gateway.listen_url("ex"), gateway.token("ex")), aiohttp.ClientSession() as s:
+        async with s.post(f"{gateway.http_base}/ex", data=b"hello", expect100=True,
+                          headers=hdr(gateway, "ex")) as r:
+            assert r.status == 200 and await r.read() == b"echo:hello"
 
 
 async def test_no_listener_gives_502(gateway):
     async with RawListener(gateway.listen_url("nol"), gateway.token("nol")):
         pass
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{gateway.http_base}/nol", headers=hdr(gateway, "nol")) as r:
-            assert r.status == 502
-            assert (await r.json())["error"]["code"] == "ListenerUnavailable"
+    async with aiohttp.ClientSession() as s, s.get(f"{gateway.http_base}/nol", headers=hdr(gateway, "nol")) as r:
+        assert r.status == 502
+        assert (await r.json())["error"]["code"] == "ListenerUnavailable"
 
 
 async def test_listener_that_never_answers_gives_504(gateway_factory, tmp_path):
@@ -154,11 +151,10 @@ async def test_listener_that_never_answers_gives_504(gateway_factory, tmp_path):
     async def silent(head, body):
         await asyncio.sleep(3600)
 
-    async with RawListener(gw.listen_url("sl"), gw.token("sl"), http=silent):
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{gw.http_base}/sl", headers=hdr(gw, "sl")) as r:
-                assert r.status == 504
-                assert (await r.json())["error"]["code"] == "GatewayTimeout"
+    async with RawListener(gw.listen_url("sl"), gw.token("sl"), http=silent), aiohttp.ClientSession() as s:
+        async with s.get(f"{gw.http_base}/sl", headers=hdr(gw, "sl")) as r:
+            assert r.status == 504
+            assert (await r.json())["error"]["code"] == "GatewayTimeout"
 
 
 async def test_listener_vanishing_mid_request_gives_502_promptly(gateway):
@@ -222,7 +218,7 @@ async def test_concurrent_requests_are_all_answered(gateway):
 async def test_upgrade_and_connect_are_not_relayed_over_http(gateway):
     async with RawListener(gateway.listen_url("up2"), gateway.token("up2")):
         with socket.create_connection((gateway.host, gateway.port)) as sock:
-            sock.sendall("CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 4")
 
 

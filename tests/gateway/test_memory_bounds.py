@@ -13,7 +13,6 @@ import json
 import aiohttp
 import websockets
 
-
 MiB = 1024 * 1024
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Self
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -43,14 +44,14 @@ class RawListener:
     inline_limit: int = 64 * 1024
     ssl: Any = None
 
-    async def __aenter__(self) -> "RawListener":
+    async def __aenter__(self) -> Self:
         headers = {"ServiceBusAuthorization": self.token} if self.token else {}
         self.control = await websockets.connect(self.url, additional_headers=headers, compression=None,
                                                 max_size=None, **self._tls())
         self._spawn(self._run())
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         for t in list(self.tasks):
             t.cancel()
         if self.control is not None:

@@ -19,8 +19,8 @@ Endpoint=sb://127.0.0.1:4000/;SharedAccessKeyName=Root;SharedAccessKey=abc
 
 def test_warnings_errors_criticals_and_tracebacks_are_problems() -> None:
     assert log_problems(LOG) == [
-        "2026-12-07 20:45:56,003 WARNING hybrid.gateway.directory: redis redis://127.0.0.1:1/0 unreachable "
-        "(ConnectionError)",
+        ("2026-12-07 20:45:56,003 WARNING hybrid.gateway.directory: redis redis://127.0.0.1:1/0 unreachable "
+         "(ConnectionError)"),
         "2026-12-07 20:45:56,004 ERROR aiohttp.server: Error handling request from 127.0.0.1",
         "Traceback (most recent call last):",
         "2026-12-07 20:45:56,005 CRITICAL hybrid.gateway: out of file descriptors",

@@ -21,10 +21,10 @@ from hybrid.protocol.messages import (
     encode,
     encode_bytes,
     join_headers,
-    wire_text,
     parse_message,
     request_headers_for_listener,
     response_headers_for_sender,
+    wire_text,
 )
 
 ADDR = "wss://gw:8443/$hc/myhc/sfx?a=1&sb-hc-action=accept&sb-hc-id=abc"

@@ -40,13 +40,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hybrid.gateway.config import validate_hc_name
+from hybrid.gateway.config import toml_type_name, validate_hc_name
 from wcfrelay import link
 
 from .errors import MigrationError, Problem
 from .plan import HYBRID_BINDING, LAYERS, EndpointPlan
 from .render import CONNECTION_STRING_ENV, HOST_CONFIG_VERSION
-from hybrid.gateway.config import toml_type_name
 
 __all__ = ["HostConfig", "load_host_config", "parse_host_config"]
 

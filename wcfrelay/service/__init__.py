@@ -17,7 +17,6 @@ from wcfrelay.service.host import (
     RelayEndpoint,
     RelayServiceHost,
 )
-from wcfrelay.service.websocket import CallbackChannel
 from wcfrelay.service.spyne_app import (
     DEFAULT_MAX_REQUEST_SIZE,
     Protocol,
@@ -27,22 +26,23 @@ from wcfrelay.service.spyne_app import (
     parse_content_type,
     request_action,
 )
+from wcfrelay.service.websocket import CallbackChannel
 
 __all__ = [
+    "DEFAULT_MAX_REQUEST_SIZE",
+    "AddressAlreadyInUse",
     "CallbackChannel",
+    "ConnectionStatus",
     "EndpointHandler",
     "HybridEndpoint",
-    "SoapForwarder",
-    "callback_channel",
-    "AddressAlreadyInUse",
-    "ConnectionStatus",
+    "Protocol",
     "RelayEndpoint",
     "RelayServiceHost",
-    "DEFAULT_MAX_REQUEST_SIZE",
-    "Protocol",
+    "SoapForwarder",
     "SoapResult",
     "SpyneBytesApp",
     "build_application",
+    "callback_channel",
     "parse_content_type",
     "request_action",
 ]
