@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="answering processes and callers from the base tree too (the gateway's change only)")
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.seconds <= 0:
-        parser.error("--rounds must be at least 1 and --seconds positive")
+    if not 1 <= args.rounds <= 100 or not 0 < args.seconds <= 600:
+        parser.error("--rounds must be between 1 and 100 and --seconds above 0 and at most 600")
     try:
         result = compare(args.base.resolve(), args.workload, args.rounds, args.seconds, same_peers=args.same_peers)
     except BenchError as exc:

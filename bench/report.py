@@ -252,9 +252,11 @@ def charts(results: dict, out: Path) -> list[str]:
 
 def write_all(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    markdown(results)  # a malformed result fails here, before any file is written
     results["charts"] = charts(results, out)
+    text = markdown(results)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
-    (out / "results.md").write_text(markdown(results))
+    (out / "results.md").write_text(text)
 
 
 def write_index(base: Path) -> None:
@@ -267,30 +269,34 @@ def write_index(base: Path) -> None:
              "(smoke: 1) with the spread. [bench/README.md](../README.md) explains the method, the scenarios and how to run them.", ""]
     for p in sets:
         try:
-            res = json.loads((p / "results.json").read_text())
-        except ValueError:
-            continue
-        meta = res.get("meta", {})
-        verdicts = []
-        for sc in res.get("scenarios", []):
-            for r in sc.get("metrics", []):
-                for t in r.get("targets", []):
-                    verdicts.append(f"({sc['id']}) {'pass' if t.get('pass') else 'FAIL' if t.get('pass') is False else 'n/a'}")
-        ratios = []
-        for sc in res.get("scenarios", []):
-            for prefix in UNTARGETED_HEADLINES.get(sc["id"], ()):
-                r = next((r for r in sc.get("metrics", []) if r["metric"].startswith(prefix)), None)
-                for b, st in ((r or {}).get("ratios") or {}).items():
-                    if st.get("median") is not None:
-                        ratios.append(f"({sc['id']}) {prefix} {_fmt(st['median'])}× {b}")
-        measured = [sc["id"] for sc in res.get("scenarios", []) if sc.get("status") == "measured"]
-        lines += [f"## [{p.name}]({p.name}/results.md)", "",
-                  f"{meta.get('started', '?')}, {meta.get('duration_s', 0):.0f} s, gateway loop "
-                  f"{'uvloop' if meta.get('gateway_uvloop') else 'asyncio'}. Scenarios measured: "
-                  f"{', '.join(measured) or '—'}. Targets: {', '.join(verdicts) or '—'}."
-                  + (f" No target, ratios: {', '.join(ratios)}." if ratios else ""),
-                  ""]
-        for c in res.get("charts", []):
-            lines.append(f"![{c}]({p.name}/{c})")
-        lines.append("")
+            lines += _index_entry(p, json.loads((p / "results.json").read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError):  # not a set this bench wrote: listed, not read
+            lines += [f"## {p.name}", "", "Its results.json is not one this bench wrote; not summarised.", ""]
     (base / "README.md").write_text("\n".join(lines))
+
+
+def _index_entry(p: Path, res: dict) -> list[str]:
+    meta = res.get("meta", {})
+    verdicts = []
+    for sc in res.get("scenarios", []):
+        for r in sc.get("metrics", []):
+            for t in r.get("targets", []):
+                verdicts.append(f"({sc['id']}) {'pass' if t.get('pass') else 'FAIL' if t.get('pass') is False else 'n/a'}")
+    ratios = []
+    for sc in res.get("scenarios", []):
+        for prefix in UNTARGETED_HEADLINES.get(sc["id"], ()):
+            r = next((r for r in sc.get("metrics", []) if r["metric"].startswith(prefix)), None)
+            for b, st in ((r or {}).get("ratios") or {}).items():
+                if st.get("median") is not None:
+                    ratios.append(f"({sc['id']}) {prefix} {_fmt(st['median'])}× {b}")
+    measured = [sc["id"] for sc in res.get("scenarios", []) if sc.get("status") == "measured"]
+    lines = [f"## [{p.name}]({p.name}/results.md)", "",
+             f"{meta.get('started', '?')}, {meta.get('duration_s', 0):.0f} s, gateway loop "
+             f"{'uvloop' if meta.get('gateway_uvloop') else 'asyncio'}. Scenarios measured: "
+             f"{', '.join(measured) or '—'}. Targets: {', '.join(verdicts) or '—'}."
+             + (f" No target, ratios: {', '.join(ratios)}." if ratios else ""),
+             ""]
+    for c in res.get("charts", []):
+        lines.append(f"![{c}]({p.name}/{c})")
+    lines.append("")
+    return lines

@@ -1,8 +1,11 @@
-"""``python -m bench [--quick|--smoke] [--uvloop] [--profile] [--only 1,3] [--out DIR]``.
+"""``python -m bench [--quick|--smoke] [--uvloop] [--profile] [--only 1,3] [--rounds N] [--out DIR]``.
 
 Starts everything on free loopback ports (gateway, nginx, the direct servers, the listener, load clients), runs
-the scenarios with baseline and relayed rounds interleaved, and writes ``<out>/<mode>[-uvloop]/results.json``,
-``results.md`` and PNG charts, plus ``<out>/README.md`` indexing every result set.
+the scenarios with baseline and relayed rounds interleaved, and writes ``<out>/<set>/results.json``,
+``results.md`` and PNG charts, plus ``<out>/README.md`` indexing every result set. The set is named after the
+mode (``full``, ``quick-uvloop``); a run of some scenarios or with other rounds gets a set of its own
+(``full-only5-15rounds``), and a run that aborts leaves the results folder as it was, so no run ever replaces a
+complete set with a partial one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from bench.procs import ROOT, BenchError, Gateway, Nginx, WorkerProc, run_wrk
 from bench.scenarios import HTTP_ENTITY, SCENARIOS, WS_ENTITY, Ctx
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+SCENARIO_IDS = [sid for sid, _ in SCENARIOS]
+MAX_ROUNDS = 100
 
 
 def _versions() -> dict[str, str]:
@@ -77,10 +82,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="who answers relayed HTTP: the SDK HybridConnectionListener (default) or the bench's own")
     p.add_argument("--gateway-log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results base folder (default bench/results)")
-    p.add_argument("--rounds", type=int, help="override the mode's number of rounds")
+    p.add_argument("--rounds", type=int, help=f"override the mode's number of rounds (1 to {MAX_ROUNDS})")
     p.add_argument("--render", type=Path, metavar="DIR",
                    help="only rewrite results.md, the charts and the index from DIR/results.json (no measuring)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.only is not None:
+        items = [s.strip() for s in args.only.split(",")]
+        unknown = [s for s in items if s not in SCENARIO_IDS]
+        if unknown:
+            p.error(f"--only takes scenario numbers from {','.join(SCENARIO_IDS)} separated by commas, "
+                    f"not {unknown[0][:20]!r}")
+        args.only = sorted(set(items), key=SCENARIO_IDS.index)
+    if args.rounds is not None and not 1 <= args.rounds <= MAX_ROUNDS:
+        p.error(f"--rounds must be between 1 and {MAX_ROUNDS}, not {args.rounds}")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is not a folder")
+    if args.render is not None and not (args.render / "results.json").is_file():
+        p.error(f"--render {args.render}: there is no results.json in it")
+    return args
+
+
+def set_name(mode: str, *, uvloop: bool, only: list[str] | None, rounds: int | None) -> str:
+    """The result set a run writes: the mode's own set only for a run of every scenario at the mode's rounds."""
+    name = mode + ("-uvloop" if uvloop else "")
+    if only is not None and only != SCENARIO_IDS:
+        name += "-only" + "-".join(only)
+    if rounds is not None:
+        name += f"-{rounds}rounds"
+    return name
 
 
 def render(folder: Path) -> int:
@@ -89,16 +118,33 @@ def render(folder: Path) -> int:
 
     from bench.profiling import summarise_collapsed
 
-    results = json.loads((folder / "results.json").read_text())
-    for sc in results.get("scenarios", []):
-        for key in ("profile", "profile_service"):
-            prof = sc.get(key)
-            if prof and "file" in prof and (folder / prof["file"]).exists():
-                prof.update(summarise_collapsed((folder / prof["file"]).read_text(errors="replace")))
-    report.write_all(results, folder)
+    source = folder / "results.json"
+    try:
+        results = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        return _refuse_render(source, str(exc))
+    if not isinstance(results, dict) or not isinstance(results.get("meta"), dict) \
+            or not isinstance(results.get("scenarios"), list):
+        return _refuse_render(source, "it has no meta object and scenarios list")
+    try:
+        for sc in results["scenarios"]:
+            for key in ("profile", "profile_service"):
+                prof = sc.get(key)
+                # only a file of the set itself: a name, never a path that leads out of the folder
+                if prof and isinstance(prof.get("file"), str) and Path(prof["file"]).name == prof["file"] \
+                        and (folder / prof["file"]).is_file():
+                    prof.update(summarise_collapsed((folder / prof["file"]).read_text(errors="replace")))
+        report.write_all(results, folder)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return _refuse_render(source, f"it is not one this bench wrote ({type(exc).__name__}: {str(exc)[:100]})")
     report.write_index(folder.parent)
     print(f"rewrote {folder / 'results.md'}")
     return 0
+
+
+def _refuse_render(source: Path, why: str) -> int:
+    print(f"bench: cannot render {source}: {why[:200]}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         return render(args.render)
     mode: Mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
-    if args.rounds:
+    if args.rounds is not None:
         from dataclasses import replace
 
         mode = replace(mode, rounds=args.rounds, scale_rounds=args.rounds, slow_rounds=args.rounds)
-    only = {s.strip() for s in args.only.split(",")} if args.only else None
-    set_name = mode.name + ("-uvloop" if args.uvloop else "")
-    out = args.out / set_name
+    only = set(args.only) if args.only is not None else None
+    name = set_name(mode.name, uvloop=args.uvloop, only=args.only, rounds=args.rounds)
+    out = args.out / name
     peer_uvloop = args.peer_loop == "uvloop"
     if peer_uvloop:
         try:
@@ -136,14 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         log_lines.append(stamp + text)
 
     meta: dict[str, Any] = {
-        "mode": mode.name, "set": set_name, "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "mode": mode.name, "set": name, "started": dt.datetime.now().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "loadavg_before": _loadavg(), "gateway_uvloop": args.uvloop,
         "peer_loop": "uvloop" if peer_uvloop else "asyncio", "gateway_log_level": args.gateway_log_level,
         "commit": _commit(), "versions": _versions(), "params": mode.as_dict(),
         "load_generators": "wrk (HTTP) and bench.worker processes (WebSocket), each separate from the gateway",
     }
     tmp = Path(tempfile.mkdtemp(prefix="wcfrelay-bench-"))
-    log(f"bench {set_name}: temp dir {tmp}, results to {out}")
+    staging = tmp / "results"  # profiles land here during the run; the set is written only when it completes
+    log(f"bench {name}: temp dir {tmp}, results to {out}")
     workers: list[WorkerProc] = []
     gw: Gateway | None = None
     nginx: Nginx | None = None
@@ -171,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             meta["nginx"] = f"not available: {exc}"
             log(f"nginx baseline unavailable: {exc}")
-        ctx = Ctx(mode=mode, tmp=tmp, out=out, gw=gw, nginx=nginx, srv=srv, lis=lis, cli=cli, ports=ports,
+        ctx = Ctx(mode=mode, tmp=tmp, out=staging, gw=gw, nginx=nginx, srv=srv, lis=lis, cli=cli, ports=ports,
                   gateway_uvloop=args.uvloop, gateway_log_level=args.gateway_log_level, log=log,
                   listen_info=listen_info, make_worker=make_worker, profile=args.profile)
         log(f"gateway pid {gw.pid} port {gw.port} ({'uvloop' if args.uvloop else 'asyncio'}); "
@@ -201,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             if not gw.alive():
                 raise BenchError("the gateway died during scenario " + sid)
             if args.profile and sid in ("1", "3") and sc.data["status"] == "measured":
-                sc.data["profile"] = _profile(ctx, sid, out)
+                sc.data["profile"] = _profile(ctx, sid, staging)
             sc.data["seconds"] = time.monotonic() - t0
             scenarios.append(sc.data)
             log(f"  scenario {sid} done in {sc.data['seconds']:.1f}s")
@@ -225,15 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_after"] = _loadavg()
     meta["duration_s"] = time.monotonic() - started
     results = {"meta": meta, "scenarios": scenarios, "log": log_lines}
+    if "aborted" in meta:
+        # The set may hold a complete earlier run; an aborted one goes next to its logs instead.
+        report.write_all(results, staging)
+        log(f"{out} left as it was; the partial results are in {staging}, the logs in {tmp / 'logs'}")
+        return 1
     report.write_all(results, out)
+    for staged in staging.glob("profile-*"):
+        shutil.move(staged, out / staged.name)
     report.write_index(args.out)
     log(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    if "aborted" not in meta:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        log(f"logs kept in {tmp}")
+    shutil.rmtree(tmp, ignore_errors=True)
     print((out / "results.md").read_text().split("\n## Targets")[0])
-    return 1 if "aborted" in meta else 0
+    return 0
 
 
 def _redact(line: str) -> str:
