@@ -242,3 +242,34 @@ def test_instructions_refuses_a_length_out_of_range() -> None:
     done = subprocess.run([sys.executable, "-m", "bench.instructions", "--seconds", "121"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "--seconds must be above 0" in done.stderr
+
+
+def test_pinned_runs_both_layouts_with_the_caller_on_a_cpu_of_its_own(tmp_path: Path) -> None:
+    """``python -m bench.pinned``: the caller apart from the relay, or a clear refusal on a one-CPU machine."""
+    out = tmp_path / "pinned.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("WCFRELAY_UVLOOP", "WCFRELAY_CPROFILE")}
+    done = subprocess.run([sys.executable, "-m", "bench.pinned", "--rounds", "2", "--seconds", "0.3", "--out",
+                           str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=180 * TIMEOUT_FACTOR, check=False)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        assert done.returncode == 1 and "needs at least 2 CPUs" in done.stdout, done.stdout
+        return
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [row["layout"] for row in result["rows"]] == ["shared", "pinned", "pinned", "shared"]
+    for row in result["rows"]:
+        assert _number(row["direct_cps"]) and row["direct_cps"] > 0 and _number(row["relayed_cps"])
+        assert math.isclose(row["ratio"], row["relayed_cps"] / row["direct_cps"])
+        if row["layout"] == "pinned":
+            assert row["affinity"] == {"caller": [cpus[0]], "service": [cpus[1]], "gateway": [cpus[1]]}
+        else:
+            assert row["affinity"] == {name: cpus for name in ("caller", "service", "gateway")}
+    assert set(result["ratio"]) == {"shared", "pinned"} and _number(result["ratio"]["pinned"]["median"])
+
+
+@pytest.mark.parametrize("argv", [["--rounds", "0"], ["--seconds", "nan"], ["--seconds", "601"]])
+def test_pinned_refuses_bad_flags(argv: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.pinned", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and "--rounds must be between 1 and 100 and --seconds above 0" in done.stderr
