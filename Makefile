@@ -23,7 +23,7 @@ test-deps:
 # layer again on Python 3.13 (Spyne needs a compatibility measure there), in its own venv.
 test: setup test-deps
 	$(PY) -m ruff check hybrid wcfrelay tests bench samples
-	$(PY) -m mypy hybrid wcfrelay
+	$(PY) -m mypy hybrid wcfrelay bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	.ci/py313-setup.sh 3.13.0 .venv313
 

@@ -125,7 +125,7 @@ def compare(base: Path, workload: str, rounds: int, seconds: float, *, same_peer
         sides["B"] = _Side("B", here, peers, workdir, workload)
         for r in range(rounds):
             order = ("A", "B") if r % 2 == 0 else ("B", "A")  # neither side always goes first
-            row = {name: sides[name].run(workload, seconds, r, workdir) for name in order}
+            row: dict[str, Any] = {name: sides[name].run(workload, seconds, r, workdir) for name in order}
             row["rate_ratio"] = row["B"]["rate"] / row["A"]["rate"]
             row["cpu_ratio"] = row["B"]["gateway_cpu_us"] / row["A"]["gateway_cpu_us"]
             rows.append(row)
