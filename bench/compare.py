@@ -68,23 +68,46 @@ class _Side:
             self.server.call("listen", gw=self.gw.info([WS_ENTITY, HTTP_ENTITY]), ws_entity=WS_ENTITY,
                              http_entity=HTTP_ENTITY, timeout=60)
 
+    @property
+    def relayed_wsdl(self) -> str:
+        return f"http://127.0.0.1:{self.gw.port}/{SOAP_PATH}?wsdl"
+
+    def serve_direct(self) -> int:
+        """The same Spyne application served directly by the service process (over HTTP); returns its port."""
+        return int(self.server.call("soap_serve", gw=self.gw.info([SOAP_PATH + "-direct"]),
+                                    path=SOAP_PATH + "-direct", max_workers=16, timeout=120)["direct_port"])
+
+    @contextmanager
+    def soap_calls(self, wsdl: str, connection_string: str | None, *, seed: int = 1,
+                   warmup: int = 100) -> Iterator[Callable[[float], dict[str, Any]]]:
+        """A zeep client on ``wsdl``, warmed up, one call in flight; yields ``run(seconds)``, which makes calls for
+        that long and returns the caller's result, with any failed call or warm-up call as a BenchError."""
+        caller = self.caller
+        assert caller is not None, "a soap1 side"
+        # generous timeouts: under valgrind a call is ~50 times slower
+        opened = caller.call("soap_open", wsdl=wsdl, connection_string=connection_string, in_flight=1, warmup=warmup,
+                             seed=seed, timeout=600)
+        if opened["warmup_failures"]:
+            raise BenchError(f"{self.name}: warm-up calls failed: {opened['warmup_error']}")
+
+        def run(seconds: float) -> dict[str, Any]:
+            out = caller.call("soap_run", duration=seconds, timeout=seconds * 20 + 300)
+            if out["failures"]:
+                raise BenchError(f"{self.name}: {out['failures']} failed calls ({out['first_error']})")
+            return out
+
+        try:
+            yield run
+        finally:
+            caller.call("soap_close", timeout=60)
+
     def run(self, workload: str, seconds: float, seed: int, workdir: Path) -> dict[str, float]:
         gw = self.gw
         if workload == "soap1":
-            assert self.caller is not None
-            cs = f"Endpoint=sb://127.0.0.1:{gw.port}/;SharedAccessKeyName={gw.key_name};SharedAccessKey={gw.key}"
-            opened = self.caller.call("soap_open", wsdl=f"http://127.0.0.1:{gw.port}/{SOAP_PATH}?wsdl",
-                                      connection_string=cs, in_flight=1, warmup=100, seed=seed, timeout=120)
-            if opened["warmup_failures"]:
-                raise BenchError(f"{self.name}: warm-up calls failed: {opened['warmup_error']}")
-            try:
+            with self.soap_calls(self.relayed_wsdl, gw.connection_string, seed=seed) as run_calls:
                 before = cpu_seconds(gw.pid)
-                out = self.caller.call("soap_run", duration=seconds, timeout=seconds * 10 + 120)
+                out = run_calls(seconds)
                 after = cpu_seconds(gw.pid)
-            finally:
-                self.caller.call("soap_close", timeout=60)
-            if out["failures"]:
-                raise BenchError(f"{self.name}: {out['failures']} failed calls ({out['first_error']})")
             done, rate = out["calls"], out["cps"]
         else:
             before = cpu_seconds(gw.pid)
@@ -106,6 +129,11 @@ class _Side:
             pass
         self.server.close()
         self.gw.stop()
+
+
+def direct_wsdl(port: int) -> str:
+    """The WSDL address of the directly served application on ``port`` (or of a hop in front of it)."""
+    return f"http://127.0.0.1:{port}/{SOAP_PATH}-direct?wsdl"
 
 
 def _summary(values: list[float]) -> dict[str, float]:

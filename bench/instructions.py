@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.compare import SOAP_PATH, _Side
+from bench.compare import _Side, direct_wsdl
 from bench.procs import ROOT, BenchError, Passthrough
 
 
@@ -63,20 +63,11 @@ def _control(*args: str) -> None:
 def _count(side: _Side, pid: int, wsdl: str, connection_string: str | None, seconds: float,
            out_dir: Path) -> dict[str, Any]:
     """Calls made and instructions counted in ``pid`` while zeep calls for ``seconds`` after a warm-up."""
-    assert side.caller is not None
-    opened = side.caller.call("soap_open", wsdl=wsdl, connection_string=connection_string, in_flight=1, warmup=100,
-                              seed=1, timeout=600)
-    if opened["warmup_failures"]:
-        raise BenchError(f"warm-up calls failed: {opened['warmup_error']}")
-    try:
+    with side.soap_calls(wsdl, connection_string) as run_calls:
         _control("--instr=on", str(pid))
-        result = side.caller.call("soap_run", duration=seconds, timeout=seconds * 20 + 300)
+        result = run_calls(seconds)
         _control("--instr=off", str(pid))
         _control("--dump", str(pid))
-    finally:
-        side.caller.call("soap_close", timeout=60)
-    if result["failures"]:
-        raise BenchError(f"{result['failures']} calls failed ({result['first_error']})")
     dumps = sorted(out_dir.glob(f"callgrind.{pid}.*"), key=lambda p: p.stat().st_mtime)
     if not dumps:
         raise BenchError(f"callgrind wrote no dump for process {pid}")
@@ -98,15 +89,10 @@ def measure(seconds: float) -> dict[str, Any]:
     passthrough = None
     try:
         gw = side.gw
-        cs = f"Endpoint=sb://127.0.0.1:{gw.port}/;SharedAccessKeyName={gw.key_name};SharedAccessKey={gw.key}"
         out: dict[str, Any] = {"seconds": seconds}
-        out["gateway"] = _count(side, gw.pid, f"http://127.0.0.1:{gw.port}/{SOAP_PATH}?wsdl", cs, seconds, out_dir)
-        direct = side.server.call("soap_serve", gw=gw.info([SOAP_PATH + "-direct"]), path=SOAP_PATH + "-direct",
-                                  max_workers=16, timeout=120)["direct_port"]
-        passthrough = Passthrough.start(direct, timeout=120, prefix=_valgrind_prefix(out_dir))
-        out["passthrough"] = _count(side, passthrough.pid,
-                                    f"http://127.0.0.1:{passthrough.port}/{SOAP_PATH}-direct?wsdl", None, seconds,
-                                    out_dir)
+        out["gateway"] = _count(side, gw.pid, side.relayed_wsdl, gw.connection_string, seconds, out_dir)
+        passthrough = Passthrough.start(side.serve_direct(), timeout=120, prefix=_valgrind_prefix(out_dir))
+        out["passthrough"] = _count(side, passthrough.pid, direct_wsdl(passthrough.port), None, seconds, out_dir)
         out["gateway_per_passthrough"] = out["gateway"]["per_call"] / out["passthrough"]["per_call"]
         return out
     finally:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.compare import SOAP_PATH, _Side
+from bench.compare import _Side, direct_wsdl
 from bench.procs import ROOT, BenchError
 
 LAYOUTS = ("shared", "pinned")
@@ -44,21 +44,6 @@ def pin(pid: int, cpus: set[int]) -> None:
             continue  # a thread that ended meanwhile
 
 
-def _calls_per_second(side: _Side, wsdl: str, connection_string: str | None, seconds: float) -> float:
-    assert side.caller is not None
-    opened = side.caller.call("soap_open", wsdl=wsdl, connection_string=connection_string, in_flight=1, warmup=100,
-                              seed=1, timeout=600)
-    if opened["warmup_failures"]:
-        raise BenchError(f"warm-up calls failed: {opened['warmup_error']}")
-    try:
-        result = side.caller.call("soap_run", duration=seconds, timeout=seconds * 10 + 120)
-    finally:
-        side.caller.call("soap_close", timeout=60)
-    if result["failures"]:
-        raise BenchError(f"{result['failures']} calls failed ({result['first_error']})")
-    return float(result["cps"])
-
-
 def measure(rounds: int, seconds: float) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -69,20 +54,20 @@ def measure(rounds: int, seconds: float) -> dict[str, Any]:
     try:
         assert side.caller is not None
         gw = side.gw
-        cs = f"Endpoint=sb://127.0.0.1:{gw.port}/;SharedAccessKeyName={gw.key_name};SharedAccessKey={gw.key}"
-        direct = side.server.call("soap_serve", gw=gw.info([SOAP_PATH + "-direct"]), path=SOAP_PATH + "-direct",
-                                  max_workers=16, timeout=120)["direct_port"]
-        paths = {"relayed": (f"http://127.0.0.1:{gw.port}/{SOAP_PATH}?wsdl", cs),
-                 "direct": (f"http://127.0.0.1:{direct}/{SOAP_PATH}-direct?wsdl", None)}
+        paths = {"relayed": (side.relayed_wsdl, gw.connection_string),
+                 "direct": (direct_wsdl(side.serve_direct()), None)}
         rows: list[dict[str, Any]] = []
         for r in range(rounds):
             for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-                procs = {"caller": side.caller.proc.pid, "service": side.server.proc.pid, "gateway": gw.pid}
+                procs = {"caller": side.caller.pid, "service": side.server.pid, "gateway": gw.pid}
                 for name, pid in procs.items():
                     pin(pid, everything if layout == "shared" else caller_cpu if name == "caller" else relay_cpu)
                 affinity = {name: sorted(os.sched_getaffinity(pid)) for name, pid in procs.items()}
                 order = ("direct", "relayed") if (r // 2) % 2 == 0 else ("relayed", "direct")
-                cps = {path: _calls_per_second(side, *paths[path], seconds) for path in order}
+                cps: dict[str, float] = {}
+                for path in order:
+                    with side.soap_calls(*paths[path]) as run_calls:
+                        cps[path] = float(run_calls(seconds)["cps"])
                 rows.append({"round": r + 1, "layout": layout, "affinity": affinity, "direct_cps": cps["direct"],
                              "relayed_cps": cps["relayed"], "ratio": cps["relayed"] / cps["direct"]})
                 print(f"round {r + 1} {layout:6}  direct {cps['direct']:6.0f}/s  relayed {cps['relayed']:6.0f}/s  "

@@ -114,6 +114,11 @@ class Gateway:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def connection_string(self) -> str:
+        """The root rule's connection string, as ``wcfrelay gateway`` prints it."""
+        return f"Endpoint=sb://127.0.0.1:{self.port}/;SharedAccessKeyName={self.key_name};SharedAccessKey={self.key}"
+
     def token(self, entity: str, ttl: int = 86400) -> str:
         from hybrid.auth import build_token
 

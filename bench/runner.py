@@ -156,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
         from dataclasses import replace
 
         mode = replace(mode, rounds=args.rounds, scale_rounds=args.rounds, slow_rounds=args.rounds)
-    only = set(args.only) if args.only is not None else None
     name = set_name(mode.name, uvloop=args.uvloop, only=args.only, rounds=args.rounds)
     out = args.out / name
     peer_uvloop = args.peer_loop == "uvloop"
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"gateway pid {gw.pid} port {gw.port} ({'uvloop' if args.uvloop else 'asyncio'}); "
             f"HTTP listener: {listen_info.get('http_listener')}")
         for sid, fn in SCENARIOS:
-            if only and sid not in only:
+            if args.only is not None and sid not in args.only:
                 continue
             log(f"scenario {sid}: {fn.__name__}")
             t0 = time.monotonic()

@@ -275,7 +275,7 @@ def s5_soap(ctx: Ctx) -> ScenarioResult:
     hops: dict[str, Any] = {}  # path -> the process in front of the direct server
     try:
         info = service.call("soap_serve", gw=ctx.gw.info([SOAP_PATH]), path=SOAP_PATH, max_workers=16, timeout=120)
-        cs = f"Endpoint=sb://127.0.0.1:{ctx.gw.port}/;SharedAccessKeyName={ctx.gw.key_name};SharedAccessKey={ctx.gw.key}"
+        cs = ctx.gw.connection_string
         direct_port = info["direct_port"]
         ports = {"direct": direct_port, "relayed": ctx.gw.port}
         if ctx.nginx is not None:  # nginx is installed: a second instance, in front of this scenario's server

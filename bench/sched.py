@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import percentile
-from bench.compare import SOAP_PATH, _Side
+from bench.compare import _Side, direct_wsdl
 from bench.procs import ROOT, BenchError
 
 #: One line of ``perf script -F tid,time,event,trace`` for the two tracepoints this reads.
@@ -166,11 +166,6 @@ def _labels(side: _Side) -> dict[int, str]:
 
 def _traced_run(side: _Side, wsdl: str, connection_string: str | None, seconds: float,
                 workdir: Path) -> tuple[float, dict[str, Any]]:
-    assert side.caller is not None
-    opened = side.caller.call("soap_open", wsdl=wsdl, connection_string=connection_string, in_flight=1, warmup=200,
-                              seed=1, timeout=120)
-    if opened["warmup_failures"]:
-        raise BenchError(f"warm-up calls failed: {opened['warmup_error']}")
     data = workdir / "sched.data"
     recorder: dict[str, Any] = {}
 
@@ -179,15 +174,13 @@ def _traced_run(side: _Side, wsdl: str, connection_string: str | None, seconds: 
         recorder["done"] = subprocess.run(["perf", "sched", "record", "-o", str(data), "--", "sleep", str(seconds)],
                                           capture_output=True, text=True, timeout=seconds * 10 + 60, check=False)
 
-    thread = threading.Thread(target=record)
-    thread.start()
-    try:
-        result = side.caller.call("soap_run", duration=seconds + 1.5, timeout=seconds * 10 + 120)
-    finally:
-        thread.join()
-        side.caller.call("soap_close", timeout=60)
-    if result["failures"]:
-        raise BenchError(f"{result['failures']} calls failed ({result['first_error']})")
+    with side.soap_calls(wsdl, connection_string, warmup=200) as run_calls:
+        thread = threading.Thread(target=record)
+        thread.start()
+        try:
+            result = run_calls(seconds + 1.5)
+        finally:
+            thread.join()
     if recorder["done"].returncode != 0:
         raise BenchError("perf sched record failed: " + recorder["done"].stderr[-500:])
     script = subprocess.run(["perf", "script", "-i", str(data), "-F", "tid,time,event,trace"], capture_output=True,
@@ -208,13 +201,10 @@ def trace(seconds: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="wcfrelay-sched-"))
     side = _Side("A", ROOT, ROOT, workdir, "soap1")
     try:
-        gw = side.gw
-        direct = side.server.call("soap_serve", gw=gw.info([SOAP_PATH + "-direct"]), path=SOAP_PATH + "-direct",
-                                  max_workers=16, timeout=120)["direct_port"]
-        cs = f"Endpoint=sb://127.0.0.1:{gw.port}/;SharedAccessKeyName={gw.key_name};SharedAccessKey={gw.key}"
+        direct = side.serve_direct()
         out: dict[str, Any] = {"seconds": seconds}
-        for name, wsdl, conn in (("relayed", f"http://127.0.0.1:{gw.port}/{SOAP_PATH}?wsdl", cs),
-                                 ("direct", f"http://127.0.0.1:{direct}/{SOAP_PATH}-direct?wsdl", None)):
+        for name, wsdl, conn in (("relayed", side.relayed_wsdl, side.gw.connection_string),
+                                 ("direct", direct_wsdl(direct), None)):
             rate, summary = _traced_run(side, wsdl, conn, seconds, workdir)
             out[name] = {"calls_per_second": rate, **summary}
         return out
